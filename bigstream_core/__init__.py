@@ -1,0 +1,1 @@
+"""bigstream_core."""
