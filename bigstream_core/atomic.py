@@ -1,0 +1,56 @@
+"""Writes that appear complete or not at all.
+
+Every file a rule declares as output is first written under a temporary name in
+the same folder and then renamed into place (a rename within one filesystem is
+atomic), so a killed job never leaves a truncated file that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_table(path: str | Path, table: pd.DataFrame) -> None:
+    """Atomically write a table: TSV for ``.tsv`` paths, Parquet for ``.parquet``."""
+    with atomic_path(path) as temporary:
+        if str(path).endswith(".parquet"):
+            table.to_parquet(temporary, index=False)
+        else:
+            table.to_csv(temporary, sep="\t", index=False)

@@ -1,0 +1,156 @@
+"""Checking a workflow configuration before any job runs.
+
+The configuration is a plain dict (what Snakemake's ``config`` holds after
+``config/config.yaml`` and the user's ``--configfile`` are merged). Two layers
+of checks, both raising :class:`ConfigError` with messages that name the key,
+the value found and what was expected:
+
+1. :func:`validate_config`: the JSON schema (types, ranges, unknown keys) plus
+   the rules a schema cannot say (``min_radius <= max_radius``, per-level lists
+   of equal length).
+2. :func:`open_config_images`: every image the config names is opened (metadata
+   only) and must exist, be 3D and non-empty.
+
+Axis order of every list is z, y, x; physical units are µm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from bigstream_core.io import Image, ImageError, open_image
+
+IMAGE_ROLES = ("fixed", "moving")
+LEVELS = ("lowres", "highres")
+KEYPOINT_STAGES = ("global_affine", "local_affine")
+
+
+class ConfigError(ValueError):
+    """A configuration value that the workflow cannot run with."""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file into a dict (an empty file gives ``{}``)."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line per schema violation: key, value found, what was expected."""
+    key = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        where = f"in `{key}`" if error.absolute_path else "at the top level"
+        return f"unknown key(s) {unknown} {where}; allowed keys: {allowed}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        prefix = f"{key}." if error.absolute_path else ""
+        return f"`{prefix}{missing}` is missing (required)"
+    if error.validator == "type" and error.instance is None:
+        return f"`{key}` is not set: expected a value of type {error.validator_value}"
+    expected = {
+        "type": f"of type {error.validator_value}",
+        "enum": f"one of {error.validator_value}",
+        "minimum": f">= {error.validator_value}",
+        "maximum": f"<= {error.validator_value}",
+        "exclusiveMinimum": f"> {error.validator_value}",
+        "minItems": f"a list of at least {error.validator_value} items",
+        "maxItems": f"a list of at most {error.validator_value} items",
+        "minLength": "a non-empty string",
+    }.get(error.validator, error.message)
+    return f"`{key}` = {error.instance!r}: expected {expected}"
+
+
+def _cross_field_problems(config: dict[str, Any]) -> list[str]:
+    problems = []
+    for stage in KEYPOINT_STAGES:
+        block = config[stage]
+        if block["min_radius"] > block["max_radius"]:
+            problems.append(
+                f"`{stage}.min_radius` = {block['min_radius']} is larger than "
+                f"`{stage}.max_radius` = {block['max_radius']}: expected min_radius <= max_radius"
+            )
+    deform = config["deform"]
+    lengths = {key: len(deform[key]) for key in ("iterations", "shrink_factors", "smooth_sigmas")}
+    if len(set(lengths.values())) > 1:
+        problems.append(
+            "`deform.iterations`, `deform.shrink_factors` and `deform.smooth_sigmas` give one "
+            f"value per resolution level and must have the same length; got {lengths}"
+        )
+    return problems
+
+
+def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Check ``config`` against ``schema`` and the cross-field rules.
+
+    Raises :class:`ConfigError` listing every problem found, one per line.
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    problems = [_describe(error) for error in errors]
+    if not problems:
+        problems = _cross_field_problems(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def open_config_images(config: dict[str, Any]) -> dict[str, dict[str, Image]]:
+    """Open (metadata only) the low- and high-res levels of both images.
+
+    Returns ``{"fixed": {"lowres": Image, "highres": Image}, "moving": {...}}``.
+    A ``spacing`` override (z, y, x µm) applies to the high-res level; the
+    low-res spacing follows from the integer shape ratio between the levels.
+    Raises :class:`ConfigError` naming the config key when an image is missing,
+    not 3D, empty or has no spacing.
+    """
+    images: dict[str, dict[str, Image]] = {}
+    for role in IMAGE_ROLES:
+        entry = config[role]
+        override = entry.get("spacing")
+        levels: dict[str, Image] = {}
+        for level in ("highres", "lowres"):
+            key = f"{role}.{level}"
+            spacing = override
+            if override is not None and level == "lowres":
+                factors = _shape_ratio(levels["highres"].shape, _peek_shape(entry, level, key))
+                spacing = [s * f for s, f in zip(override, factors, strict=True)]
+            try:
+                levels[level] = open_image(entry["path"], entry[level] or None, spacing=spacing)
+            except ImageError as error:
+                raise ConfigError(
+                    f"`{key}` (path `{role}.path` = {entry['path']!r}): {error}"
+                ) from error
+        images[role] = {level: levels[level] for level in LEVELS}
+    return images
+
+
+def _peek_shape(entry: dict[str, Any], level: str, key: str) -> tuple[int, int, int]:
+    """Shape of a level opened with a placeholder spacing (used to derive low-res spacing)."""
+    try:
+        return open_image(entry["path"], entry[level] or None, spacing=(1.0, 1.0, 1.0)).shape
+    except ImageError as error:
+        raise ConfigError(f"`{key}`: {error}") from error
+
+
+def _shape_ratio(high: tuple[int, ...], low: tuple[int, ...]) -> list[int]:
+    """Integer downsampling factor per axis between two levels (z, y, x)."""
+    return [max(1, round(h / lo)) for h, lo in zip(high, low, strict=True)]
+
+
+def checked_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Image]]:
+    """Validate ``config`` against the schema file and open its images.
+
+    What the Snakefile calls before building the DAG; returns the opened images
+    (see :func:`open_config_images`) and raises :class:`ConfigError`.
+    """
+    validate_config(config, load_yaml(schema_path))
+    return open_config_images(config)

@@ -1,0 +1,82 @@
+"""The plan: which tiles each stage runs, computed from image metadata only.
+
+The same functions run when the Snakefile is parsed (to build the DAG) and in
+the ``plan`` rule (to record the grids under ``<output_dir>/plan``), so the
+recorded plan is exactly what the jobs use.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bigstream_core import atomic
+from bigstream_core.io import Image
+from bigstream_core.provenance import provenance
+from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
+
+
+def stage_grids(
+    config: dict[str, Any], images: dict[str, dict[str, Image]]
+) -> dict[str, list[Tile]]:
+    """Tile grids of every enabled stage, keyed by grid name.
+
+    - ``keypoints_fixed`` / ``keypoints_moving``: low-res key-point tiles of each
+      image, halo ``2 * global_affine.max_radius`` voxels so edge blobs are found;
+    - ``local_affine``: low-res fixed tiles with ``local_affine.overlap``;
+    - ``deform``: high-res fixed blocks with ``deform.overlap``;
+    - ``resample``: high-res fixed output blocks, no overlap.
+    """
+    ga = config["global_affine"]
+    halo = (math.ceil(2 * ga["max_radius"]),) * 3
+    grids = {
+        f"keypoints_{role}": tile_grid(images[role]["lowres"].shape, ga["blocksize"], halo)
+        for role in ("fixed", "moving")
+    }
+    for stage, level in (("local_affine", "lowres"), ("deform", "highres")):
+        block = config[stage]
+        if block["enabled"]:
+            overlap = overlap_voxels(block["blocksize"], block["overlap"])
+            grids[stage] = tile_grid(images["fixed"][level].shape, block["blocksize"], overlap)
+    grids["resample"] = tile_grid(images["fixed"]["highres"].shape, config["resample"]["blocksize"])
+    return grids
+
+
+def describe_image(image: Image) -> dict[str, Any]:
+    """JSON-ready metadata of one image level (z, y, x; µm)."""
+    return {
+        "path": str(image.path),
+        "dataset": image.dataset,
+        "format": image.format,
+        "shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "chunks": list(image.chunks),
+        "spacing_um": list(image.spacing),
+        "origin_um": list(image.origin),
+    }
+
+
+def write_plan(
+    out_dir: str | Path,
+    config: dict[str, Any],
+    images: dict[str, dict[str, Image]],
+    grids: dict[str, list[Tile]],
+) -> None:
+    """Record the plan: ``images.json`` (metadata, provenance) and one TSV per grid.
+
+    The grid tables are written first and ``images.json`` last, each atomically,
+    so a complete ``images.json`` means a complete plan.
+    """
+    out_dir = Path(out_dir)
+    for name, tiles in grids.items():
+        atomic.write_table(out_dir / f"grid_{name}.tsv", grid_table(tiles))
+    summary = {
+        "images": {
+            role: {level: describe_image(image) for level, image in levels.items()}
+            for role, levels in images.items()
+        },
+        "grids": {name: len(tiles) for name, tiles in grids.items()},
+        "provenance": provenance(config),
+    }
+    atomic.write_json(out_dir / "images.json", summary)

@@ -1,0 +1,27 @@
+"""The text a finished run prints: where the results are and how accurate they are."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from bigstream_core.tiling import Tile
+
+
+def run_summary(out_dir: str, grids: dict[str, list[Tile]]) -> str:
+    """Summary of a run under ``out_dir`` (paths absolute, TRE in µm when known)."""
+    out_dir = os.path.abspath(out_dir)
+    lines = ["", "bigstream-workflow finished.", f"  results: {out_dir}"]
+    lines.append(f"  plan:    {os.path.join(out_dir, 'plan', 'images.json')}")
+    for name, tiles in grids.items():
+        lines.append(f"    grid {name}: {len(tiles)} tiles")
+    accuracy_path = os.path.join(out_dir, "qc", "accuracy.json")
+    if os.path.exists(accuracy_path):
+        with open(accuracy_path, encoding="utf-8") as handle:
+            accuracy = json.load(handle)
+        lines.append(f"  accuracy against the ground truth ({accuracy_path}):")
+        lines.append(
+            "    {transform}: TRE mean {mean_um:.2f} um, p95 {p95_um:.2f} um, "
+            "max {max_um:.2f} um over {n_points} points".format(**accuracy)
+        )
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Tile grids: how each stage cuts an image into per-job pieces.
+
+A grid covers an image of ``shape`` voxels (z, y, x) with tiles whose *cores*
+partition the image (every voxel belongs to exactly one core, so the job of that
+tile owns it) and whose *halos* extend each core by ``overlap`` voxels per side,
+clipped to the image, so a job sees the context it needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+TILE_ID_PATTERN = r"z\d+_y\d+_x\d+"
+_TILE_ID = re.compile(r"z(\d+)_y(\d+)_x(\d+)")
+
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid.
+
+    ``index`` is the tile's position in the grid (z, y, x); ``core`` and
+    ``halo`` are ``((z0, z1), (y0, y1), (x0, x1))`` half-open voxel ranges.
+    """
+
+    index: tuple[int, int, int]
+    core: Box
+    halo: Box
+
+    @property
+    def id(self) -> str:
+        """Stable name of the tile, e.g. ``z0_y2_x11`` (used as a Snakemake wildcard)."""
+        z, y, x = self.index
+        return f"z{z}_y{y}_x{x}"
+
+    @property
+    def halo_voxels(self) -> int:
+        """Number of voxels a job reads for this tile (core plus overlap)."""
+        return math.prod(stop - start for start, stop in self.halo)
+
+    def slices(self, which: str = "halo") -> tuple[slice, slice, slice]:
+        """The tile's ``core`` or ``halo`` as numpy slices (z, y, x)."""
+        box = self.core if which == "core" else self.halo
+        return tuple(slice(start, stop) for start, stop in box)
+
+
+def parse_tile_id(tile_id: str) -> tuple[int, int, int]:
+    """Grid index (z, y, x) of a tile id such as ``z0_y2_x11``."""
+    match = _TILE_ID.fullmatch(tile_id)
+    if match is None:
+        raise ValueError(f"tile id {tile_id!r} does not look like 'z<i>_y<j>_x<k>'")
+    return tuple(int(group) for group in match.groups())
+
+
+def overlap_voxels(blocksize: tuple[int, int, int], fraction: float) -> tuple[int, int, int]:
+    """Overlap per side, in voxels, as ``fraction`` of the block size (rounded)."""
+    return tuple(int(round(size * fraction)) for size in blocksize)
+
+
+def tile_grid(
+    shape: tuple[int, int, int],
+    blocksize: tuple[int, int, int],
+    overlap: tuple[int, int, int] = (0, 0, 0),
+) -> list[Tile]:
+    """Cut an image of ``shape`` voxels into tiles of ``blocksize`` voxels.
+
+    Cores start at multiples of ``blocksize`` (the last one along an axis may be
+    smaller); halos add ``overlap`` voxels on each side, clipped to the image.
+    All arguments are z, y, x. Tiles are returned in C order of their index.
+    """
+    if any(size <= 0 for size in shape):
+        raise ValueError(f"image shape {tuple(shape)} has an empty axis")
+    if any(size <= 0 for size in blocksize):
+        raise ValueError(f"blocksize {tuple(blocksize)} must be positive on every axis")
+    counts = [math.ceil(n / b) for n, b in zip(shape, blocksize, strict=True)]
+    tiles = []
+    for index in itertools.product(*(range(count) for count in counts)):
+        core = tuple(
+            (i * b, min((i + 1) * b, n)) for i, b, n in zip(index, blocksize, shape, strict=True)
+        )
+        halo = tuple(
+            (max(start - o, 0), min(stop + o, n))
+            for (start, stop), o, n in zip(core, overlap, shape, strict=True)
+        )
+        tiles.append(Tile(index=tuple(index), core=core, halo=halo))
+    return tiles
+
+
+def grid_table(tiles: list[Tile]) -> pd.DataFrame:
+    """The grid as a table: one row per tile, voxel ranges per axis (z, y, x)."""
+    rows = []
+    for tile in tiles:
+        row = {"tile": tile.id}
+        for name, box in (("core", tile.core), ("halo", tile.halo)):
+            for axis, (start, stop) in zip("zyx", box, strict=True):
+                row[f"{name}_{axis}0"] = start
+                row[f"{name}_{axis}1"] = stop
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,41 @@
+"""Transforms in the project's convention, and their files.
+
+Every transform maps fixed-space points to moving-space points, in µm, axis
+order z, y, x (``aligned(x) = moving(T(x))``). Affines are 4x4 homogeneous
+matrices stored as text (``numpy.savetxt``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+PointMap = Callable[[np.ndarray], np.ndarray]
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map ``points`` (N, 3) µm z y x through a 4x4 affine."""
+    matrix = np.asarray(matrix, dtype=float)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def read_affine(path: str) -> np.ndarray:
+    """Read a 4x4 affine text file and check its shape and last row."""
+    matrix = np.loadtxt(path, ndmin=2)
+    if matrix.shape != (4, 4) or not np.allclose(matrix[3], [0, 0, 0, 1]):
+        raise ValueError(f"{path}: expected a 4x4 homogeneous affine, got {matrix.tolist()}")
+    return matrix
+
+
+def compose_files(paths: Sequence[str]) -> tuple[PointMap, str]:
+    """The transform ``T(x) = A_1(A_2(...A_n(x)))`` of affine files, outermost first.
+
+    Returns the point map and a short description. No file gives the identity.
+    """
+    matrices = [read_affine(path) for path in paths]
+    total = np.eye(4)
+    for matrix in matrices:
+        total = total @ matrix
+    description = " o ".join(paths) if paths else "identity (no registration stage has run yet)"
+    return (lambda points: apply_affine(total, points)), description

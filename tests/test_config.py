@@ -1,0 +1,156 @@
+"""Config checks: the schema, cross-field rules and the images a config names.
+
+Bad configs must stop with a message naming the key or file, the value and what
+was expected, both from Python and through a real Snakemake run (before any job).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+import zarr
+
+from bigstream_core.config import ConfigError, checked_config, load_yaml, validate_config
+from tests.conftest import ROOT, pair_config, run_snakemake
+
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULTS = load_yaml(ROOT / "config" / "config.yaml")
+
+
+def merged(user: dict) -> dict:
+    """What Snakemake does: the user's file merged recursively onto config/config.yaml."""
+    config = copy.deepcopy(DEFAULTS)
+    for key, value in user.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    return config
+
+
+def test_defaults_document_every_schema_key_and_nothing_else():
+    schema = load_yaml(SCHEMA_PATH)
+    text = (ROOT / "config" / "config.yaml").read_text()
+    for key, sub in schema["properties"].items():
+        assert key in DEFAULTS, key
+        if "properties" in sub:
+            assert set(sub["properties"]) == set(DEFAULTS[key]), key
+    # every key is documented where it first appears: a comment on its line or just above it
+    documented, lines = set(), text.splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"\s*(\w+):", line)
+        if match is None:
+            continue
+        key = match.group(1)
+        if "#" in line or lines[number - 1].lstrip().startswith("#"):
+            documented.add(key)
+        assert key in documented, f"config/config.yaml: `{key}` has no comment saying what it is"
+
+
+def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
+    config = merged(pair_config(tiny_pair, tmp_path / "out"))
+    images = checked_config(config, SCHEMA_PATH)
+    assert len(images["fixed"]["highres"].shape) == 3
+    assert images["fixed"]["lowres"].spacing == pytest.approx(
+        [2 * s for s in images["fixed"]["highres"].spacing]
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"global_affine": {"foo": 1}}, r"unknown key\(s\) \['foo'\] in `global_affine`"),
+        ({"colour": "red"}, r"unknown key\(s\) \['colour'\] at the top level"),
+        (
+            {"global_affine": {"nspots": "many"}},
+            r"`global_affine.nspots` = 'many': expected of type integer",
+        ),
+        (
+            {"deform": {"blocksize": [64, 64]}},
+            r"`deform.blocksize` = \[64, 64\]: expected a list of at least 3",
+        ),
+        ({"fixed": {"path": None}}, r"`fixed.path` is not set"),
+        ({"local_affine": {"overlap": 0.9}}, r"`local_affine.overlap` = 0.9: expected <= 0.5"),
+        ({"global_affine": {"on_failure": "ignore"}}, r"expected one of \['error', 'identity'\]"),
+        ({"global_affine": {"min_radius": 30}}, r"`global_affine.min_radius` = 30 is larger than"),
+        ({"deform": {"iterations": [10, 10, 10]}}, r"must have the same length"),
+    ],
+)
+def test_schema_errors_name_key_value_and_expectation(change, expected):
+    config = merged({"fixed": {"path": "f.n5"}, "moving": {"path": "m.n5"}})
+    for key, value in change.items():
+        if isinstance(value, dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(config, load_yaml(SCHEMA_PATH))
+
+
+def _image_error(tiny_pair, tmp_path, **fixed) -> str:
+    config = merged(pair_config(tiny_pair, tmp_path / "out"))
+    config["fixed"].update(fixed)
+    with pytest.raises(ConfigError) as info:
+        checked_config(config, SCHEMA_PATH)
+    return str(info.value)
+
+
+def test_missing_container_is_named(tiny_pair, tmp_path):
+    message = _image_error(tiny_pair, tmp_path, path=str(tmp_path / "nope.n5"))
+    assert "fixed." in message and "nope.n5" in message
+
+
+def test_missing_dataset_is_named_with_the_alternatives(tiny_pair, tmp_path):
+    message = _image_error(tiny_pair, tmp_path, lowres="lowres2")
+    assert "`fixed.lowres`" in message and "lowres2" in message and "highres" in message
+
+
+def test_2d_and_empty_arrays_are_refused(tiny_pair, tmp_path):
+    zarr.create_array(tmp_path / "flat.zarr", shape=(4, 5), dtype="uint16")
+    message = _image_error(
+        tiny_pair, tmp_path, path=str(tmp_path / "flat.zarr"), highres="", lowres=""
+    )
+    assert "flat.zarr" in message and "3D" in message
+    empty = zarr.create_array(tmp_path / "empty.zarr", shape=(0, 5, 5), dtype="uint16")
+    empty.attrs["spacing"] = [1.0, 1.0, 1.0]
+    message = _image_error(
+        tiny_pair, tmp_path, path=str(tmp_path / "empty.zarr"), highres="", lowres=""
+    )
+    assert "empty.zarr" in message and "(0, 5, 5)" in message and "empty axis" in message
+
+
+def test_spacing_override_sets_both_levels(tiny_pair, tmp_path):
+    config = merged(pair_config(tiny_pair, tmp_path / "out"))
+    config["moving"]["spacing"] = [1.0, 2.0, 3.0]
+    images = checked_config(config, SCHEMA_PATH)
+    assert images["moving"]["highres"].spacing == pytest.approx((1.0, 2.0, 3.0))
+    assert images["moving"]["lowres"].spacing == pytest.approx((2.0, 4.0, 6.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"fixed": {"lowres": "nothere"}}, "`fixed.lowres`"),
+        ({"deform": {"blocksize": "big"}}, "`deform.blocksize` = 'big': expected of type array"),
+    ],
+)
+def test_bad_config_stops_snakemake_before_any_job(tiny_pair, tmp_path, change, expected):
+    config = pair_config(tiny_pair, tmp_path / "out")
+    for key, value in change.items():
+        config.setdefault(key, {}).update(value)
+    result = run_snakemake(tmp_path / "work", config)
+    assert result.returncode != 0
+    assert expected in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists(), "a job ran although the config is bad"
+
+
+def test_user_config_files_are_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"a": 1}))
+    assert load_yaml(path) == {"a": 1}
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_yaml(tmp_path / "empty.yaml") == {}

@@ -1,0 +1,45 @@
+"""Tile grids: cores partition the image, halos add the overlap, ids round-trip."""
+
+import numpy as np
+import pytest
+
+from bigstream_core.tiling import grid_table, overlap_voxels, parse_tile_id, tile_grid
+
+
+@pytest.mark.parametrize(
+    ("shape", "blocksize", "overlap"),
+    [
+        ((10, 23, 7), (4, 8, 7), (1, 2, 0)),
+        ((5, 5, 5), (8, 8, 8), (3, 3, 3)),
+        ((9, 1, 16), (3, 1, 5), (2, 0, 1)),
+    ],
+)
+def test_cores_partition_the_image_and_halos_contain_them(shape, blocksize, overlap):
+    tiles = tile_grid(shape, blocksize, overlap)
+    owners = np.zeros(shape, dtype=int)
+    for tile in tiles:
+        owners[tile.slices("core")] += 1
+        for (c0, c1), (h0, h1), o, n in zip(tile.core, tile.halo, overlap, shape, strict=True):
+            assert h0 == max(c0 - o, 0) and h1 == min(c1 + o, n)
+    assert (owners == 1).all()
+    expected = np.prod([-(-n // b) for n, b in zip(shape, blocksize, strict=True)])
+    assert len(tiles) == expected
+
+
+def test_tile_ids_and_table():
+    tiles = tile_grid((10, 20, 30), (5, 10, 10), (1, 1, 1))
+    assert tiles[-1].id == "z1_y1_x2"
+    assert [parse_tile_id(t.id) for t in tiles] == [t.index for t in tiles]
+    table = grid_table(tiles)
+    assert list(table["tile"]) == [t.id for t in tiles]
+    row = table.set_index("tile").loc["z1_y0_x2"]
+    assert (row["core_z0"], row["core_z1"], row["halo_x0"], row["halo_x1"]) == (5, 10, 19, 30)
+    assert tiles[0].halo_voxels == 6 * 11 * 11
+
+
+def test_overlap_fraction_and_errors():
+    assert overlap_voxels((64, 128, 100), 0.125) == (8, 16, 12)
+    with pytest.raises(ValueError, match="empty axis"):
+        tile_grid((0, 4, 4), (2, 2, 2))
+    with pytest.raises(ValueError, match="z<i>_y<j>_x<k>"):
+        parse_tile_id("tile3")

@@ -1,0 +1,17 @@
+rule evaluate_accuracy:
+    input:
+        plan=out("plan", "images.json"),
+        truth=config["ground_truth"] or [],
+    output:
+        out("qc", "accuracy.json"),
+    log:
+        out("logs", "evaluate_accuracy.log"),
+    localrule: True
+    conda:
+        "../../envs/bigstream.yaml"
+    params:
+        transforms=[],
+        config=plan_config(),
+        version=CODE_VERSION,
+    script:
+        "../../scripts/evaluate_accuracy.py"
