@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from numbers import Real
 from pathlib import Path
@@ -840,3 +840,47 @@ def _downsample_mean(data: da.Array, factors: tuple[int, ...], chunks: tuple) ->
         info = np.iinfo(dtype)
         mean = da.clip(da.round(mean), info.min, info.max)
     return mean.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory images (the Python API takes numpy arrays too)
+
+
+@dataclass(frozen=True)
+class ArrayImage(Image):
+    """A numpy volume behind the :class:`Image` interface (z, y, x; spacing and origin in µm)."""
+
+    data: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def _source(self) -> Any:
+        return self.data
+
+    def to_dask(self, chunks: Any = None) -> da.Array:
+        """The array as dask, chunked like ``chunks`` (default: the whole array in 64^3 blocks)."""
+        return da.from_array(self.data, chunks=self.chunks if chunks is None else chunks)
+
+
+def array_image(
+    data: np.ndarray,
+    spacing: tuple[float, float, float],
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> ArrayImage:
+    """Wrap a 3D numpy array (z, y, x) with its voxel spacing and origin (µm) as an image."""
+    data = np.asarray(data)
+    if data.ndim != 3 or 0 in data.shape:
+        raise ImageError(
+            f"in-memory array has shape {data.shape}; expected a 3D (z, y, x) array with no "
+            "empty axis"
+        )
+    return ArrayImage(
+        path="<memory>",
+        dataset=None,
+        format="memory",
+        shape=tuple(int(n) for n in data.shape),
+        dtype=data.dtype,
+        chunks=tuple(min(64, int(n)) for n in data.shape),
+        spacing=_check_spacing(spacing, "spacing argument"),
+        origin=tuple(float(v) for v in origin),
+        data=data,
+    )

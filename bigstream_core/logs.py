@@ -7,7 +7,10 @@ import sys
 
 
 def configure(log_path: str | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Send the ``bigstream_core`` loggers to ``log_path`` (the rule's ``log:``) and stderr."""
+    """Send the ``bigstream_core`` loggers to ``log_path`` (the rule's ``log:``) and stderr.
+
+    An uncaught exception is logged there too, so a failed job's log says why.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
@@ -17,4 +20,10 @@ def configure(log_path: str | None = None, level: int = logging.INFO) -> logging
         handlers=handlers,
         force=True,
     )
-    return logging.getLogger("bigstream_core")
+    logger = logging.getLogger("bigstream_core")
+
+    def log_uncaught(kind, value, traceback):
+        logger.error("%s: %s", kind.__name__, value, exc_info=(kind, value, traceback))
+
+    sys.excepthook = log_uncaught
+    return logger

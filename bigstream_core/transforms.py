@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from bigstream_core.atomic import write_text
+
 PointMap = Callable[[np.ndarray], np.ndarray]
 
 
@@ -18,6 +20,24 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map ``points`` (N, 3) µm z y x through a 4x4 affine."""
     matrix = np.asarray(matrix, dtype=float)
     return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def affine_map(matrix: np.ndarray) -> PointMap:
+    """The affine as a function of points (N, 3) µm z y x."""
+    matrix = np.array(matrix, dtype=float)
+    return lambda points: apply_affine(matrix, points)
+
+
+def to_xyz(matrix: np.ndarray) -> np.ndarray:
+    """The same affine acting on (x, y, z, 1) instead of (z, y, x, 1)."""
+    order = [2, 1, 0, 3]
+    return np.asarray(matrix, dtype=float)[np.ix_(order, order)]
+
+
+def write_affine(path: str, matrix: np.ndarray) -> None:
+    """Write a 4x4 affine as text, atomically (full precision)."""
+    rows = [" ".join(f"{value:.17g}" for value in row) for row in np.asarray(matrix, dtype=float)]
+    write_text(path, "\n".join(rows) + "\n")
 
 
 def read_affine(path: str) -> np.ndarray:
@@ -38,4 +58,4 @@ def compose_files(paths: Sequence[str]) -> tuple[PointMap, str]:
     for matrix in matrices:
         total = total @ matrix
     description = " o ".join(paths) if paths else "identity (no registration stage has run yet)"
-    return (lambda points: apply_affine(total, points)), description
+    return affine_map(total), description

@@ -10,7 +10,7 @@ from bigstream_core.transforms import compose_files
 log = configure(snakemake.log[0])
 images = open_config_images(snakemake.params.config)
 truth = GroundTruth.from_json(snakemake.input.truth)
-estimate, description = compose_files(snakemake.params.transforms)
+estimate, description = compose_files([snakemake.input.transforms])
 report = evaluate(estimate, truth, images["fixed"]["highres"], images["moving"]["highres"])
 report["transform"] = description
 atomic.write_json(snakemake.output[0], report)

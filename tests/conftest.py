@@ -25,6 +25,19 @@ def tiny_pair(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def small_pair(tmp_path_factory) -> Path:
+    """The 'small' synthetic pair (the demo's), written once per session."""
+    out = tmp_path_factory.mktemp("small_pair")
+    write_pair(out, preset("small"))
+    return out
+
+
+def demo_global_affine() -> dict:
+    """The demo's key point parameters (cells of radius 1-5 low-res voxels)."""
+    return yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["global_affine"]
+
+
 def pair_config(pair: Path, output_dir: Path, **overrides) -> dict:
     """A user config for ``pair`` (only the keys a user must give, plus overrides)."""
     config = {

@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 from bigstream_core.config import ConfigError, checked_config
 from bigstream_core.plan import stage_grids
+from bigstream_core.resources import keypoint_job_mem_mb, match_job_mem_mb
 from bigstream_core.provenance import source_digest
 from bigstream_core.summary import run_summary
 from bigstream_core.tiling import TILE_ID_PATTERN
@@ -21,6 +22,7 @@ except ConfigError as error:
     raise WorkflowError(f"bigstream-workflow: {error}") from None
 
 GRIDS = stage_grids(config, IMAGES)
+TILES = {name: {tile.id: tile for tile in tiles} for name, tiles in GRIDS.items()}
 OUT = config["output_dir"]
 CODE_VERSION = source_digest()
 
@@ -40,9 +42,46 @@ def plan_config():
     return {key: config[key] for key in keys}
 
 
+def image_config():
+    """The part of the config that says where the images are."""
+    return {role: config[role] for role in ("fixed", "moving")}
+
+
+def keypoint_tables(role):
+    """Key point tables of every low-res tile of one image."""
+    return [out("global", "keypoints", role, f"{t}.parquet") for t in TILES[f"keypoints_{role}"]]
+
+
+def keypoint_benchmarks(role):
+    """Benchmark files (wall time, peak memory) of the key point jobs of one image."""
+    return [
+        out("benchmarks", "detect_keypoints", role, f"{t}.tsv") for t in TILES[f"keypoints_{role}"]
+    ]
+
+
+def keypoints_mem_mb(wildcards, attempt):
+    """Memory of a key point job: its tile's halo voxels times the float32 working arrays."""
+    tile = TILES[f"keypoints_{wildcards.image}"][wildcards.tile]
+    return keypoint_job_mem_mb(tile.halo_voxels, attempt)
+
+
+def keypoints_runtime_min(wildcards, attempt):
+    """Minutes for a key point job, from its halo voxels (generous: about 1 Mvoxel/s)."""
+    tile = TILES[f"keypoints_{wildcards.image}"][wildcards.tile]
+    return (5 + tile.halo_voxels // 60_000_000) * attempt
+
+
+def match_mem_mb(wildcards, attempt):
+    """Memory of the matching job: neighbourhoods of nspots points per image."""
+    ga = config["global_affine"]
+    return match_job_mem_mb(ga["nspots"], ga["cc_radius"], attempt)
+
+
 def final_targets():
     """What `rule all` asks for: every stage that exists so far."""
     targets = [out("plan", "images.json")]
+    targets += [out("global", name) for name in ("affine.txt", "report.json")]
+    targets.append(out("global", "moving_lowres_aligned.ome.zarr"))
     if config.get("ground_truth"):
         targets.append(out("qc", "accuracy.json"))
     return targets

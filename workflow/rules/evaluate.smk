@@ -2,6 +2,7 @@ rule evaluate_accuracy:
     input:
         plan=out("plan", "images.json"),
         truth=config["ground_truth"] or [],
+        transforms=out("global", "affine.txt"),
     output:
         out("qc", "accuracy.json"),
     log:
@@ -10,7 +11,6 @@ rule evaluate_accuracy:
     conda:
         "../../envs/bigstream.yaml"
     params:
-        transforms=[],
         config=plan_config(),
         version=CODE_VERSION,
     script:

@@ -1,0 +1,145 @@
+"""The global affine stage, step by step: key points, matches, RANSAC fit.
+
+Each step is one function, so the workflow runs them as separate jobs (key
+points per tile, one matching job, one fitting job) and the Python API
+(:mod:`bigstream_core.api`) chains them in memory. Points are physical (µm,
+z y x); the affine maps fixed points to moving points.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
+from bigstream_core.io import Image
+from bigstream_core.keypoints import COLUMNS, tile_keypoints
+from bigstream_core.matching import match_points
+from bigstream_core.neighbourhoods import extract
+from bigstream_core.tiling import tile_grid
+
+log = logging.getLogger(__name__)
+
+MATCH_COLUMNS = ["fixed_z_um", "fixed_y_um", "fixed_x_um", "moving_z_um", "moving_y_um",
+                 "moving_x_um", "correlation"]  # fmt: skip
+
+
+class GlobalAffineError(RuntimeError):
+    """The global affine could not be found; the message names the image and the counts."""
+
+
+def keypoint_halo(max_radius: float) -> int:
+    """Halo (voxels) of a key-point tile: blobs up to ``max_radius`` on a tile edge are whole."""
+    return int(np.ceil(2 * max_radius))
+
+
+def image_keypoints(
+    image: Image,
+    min_radius: float,
+    max_radius: float,
+    num_sigma_max: int,
+    nspots: int,
+    cc_radius: int,
+    blocksize=(128, 128, 128),
+) -> pd.DataFrame:
+    """All key points of ``image``, tile by tile, strongest ``nspots`` kept (µm)."""
+    halo = (keypoint_halo(max_radius),) * 3
+    tables = [
+        tile_keypoints(image, tile, min_radius, max_radius, num_sigma_max, nspots, cc_radius)
+        for tile in tile_grid(image.shape, blocksize, halo)
+    ]
+    return strongest(tables, nspots)
+
+
+def strongest(tables: list[pd.DataFrame], nspots: int) -> pd.DataFrame:
+    """Tiles' key point tables merged, strongest first, at most ``nspots`` rows."""
+    merged = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
+    merged = merged.sort_values("response", ascending=False, kind="stable")
+    return merged.head(nspots).reset_index(drop=True)
+
+
+def _check_enough(points: pd.DataFrame, role: str, minimum: int = 4) -> None:
+    if len(points) < minimum:
+        raise GlobalAffineError(
+            f"{role} image: {len(points)} key points found (blob radii as configured); at least "
+            f"{minimum} are needed. Is the image empty, or are min_radius/max_radius wrong?"
+        )
+
+
+def match_images(
+    fixed: Image,
+    fixed_points: pd.DataFrame,
+    moving: Image,
+    moving_points: pd.DataFrame,
+    cc_radius: int,
+    match_threshold: float,
+    align_threshold: float,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """Correspondences between the two images' key points (strongest first).
+
+    Returns the matches table (:data:`MATCH_COLUMNS`, µm) and a dict of counts
+    and step times. Raises :class:`GlobalAffineError` naming the image and count
+    when there is too little to match.
+    """
+    _check_enough(fixed_points, "fixed")
+    _check_enough(moving_points, "moving")
+    start = time.perf_counter()
+    fixed_um = fixed_points[COLUMNS[:3]].to_numpy()
+    moving_um = moving_points[COLUMNS[:3]].to_numpy()
+    fixed_vectors, fixed_ok = extract(fixed, fixed_um, cc_radius)
+    moving_vectors, moving_ok = extract(moving, moving_um, cc_radius)
+    extracted = time.perf_counter()
+    fixed_um, fixed_vectors = fixed_um[fixed_ok], fixed_vectors[fixed_ok]
+    moving_um, moving_vectors = moving_um[moving_ok], moving_vectors[moving_ok]
+    try:
+        pairs, correlations, info = match_points(
+            fixed_um, fixed_vectors, moving_um, moving_vectors, match_threshold, align_threshold,
+            seed=seed,
+        )  # fmt: skip
+    except AffineFitError as error:
+        raise GlobalAffineError(
+            f"matching {len(fixed_um)} fixed and {len(moving_um)} moving key points failed: {error}"
+        ) from error
+    table = pd.DataFrame(
+        np.hstack([fixed_um[pairs[:, 0]], moving_um[pairs[:, 1]]]), columns=MATCH_COLUMNS[:6]
+    )
+    table["correlation"] = correlations
+    info.update(
+        fixed_points=int(len(fixed_points)),
+        moving_points=int(len(moving_points)),
+        matches=int(len(table)),
+        extract_s=round(extracted - start, 3),
+        match_s=round(time.perf_counter() - extracted, 3),
+    )
+    return table, info
+
+
+def fit_global_affine(
+    matches: pd.DataFrame, align_threshold: float, seed: int = 0
+) -> tuple[np.ndarray, dict]:
+    """RANSAC affine (4x4, fixed -> moving, µm) from the matches, with its report.
+
+    Raises :class:`GlobalAffineError` (with the counts) when there are fewer
+    than 50 matches or inliers, or when the matrix is degenerate.
+    """
+    start = time.perf_counter()
+    fixed_um = matches[MATCH_COLUMNS[:3]].to_numpy()
+    moving_um = matches[MATCH_COLUMNS[3:6]].to_numpy()
+    try:
+        matrix, inliers = fit_affine_ransac(fixed_um, moving_um, align_threshold, seed)
+        check_affine(matrix)
+    except AffineFitError as error:
+        raise GlobalAffineError(f"global affine failed: {error}") from error
+    distance = residuals(matrix, fixed_um[inliers], moving_um[inliers])
+    report = {
+        "matches": int(len(matches)),
+        "inliers": int(inliers.sum()),
+        "residual_median_um": float(np.median(distance)),
+        "residual_p90_um": float(np.percentile(distance, 90)),
+        "fit_s": round(time.perf_counter() - start, 3),
+    }
+    return matrix, report

@@ -1,0 +1,26 @@
+"""Honest resource requests for the per-tile jobs, from tile geometry.
+
+A Zarr or N5 input is a folder whose size says nothing (Snakemake reads ~0 MB),
+so memory comes from how many voxels a job holds and in how many working
+copies. Each estimate = Python + libraries baseline + arrays, times the retry
+attempt (a job killed for memory is retried with more).
+"""
+
+from __future__ import annotations
+
+BASELINE_MB = 350
+KEYPOINT_WORKING_COPIES = 12  # float32: data, top-hat, smoothed, 3 responses, 3 local maxima, temps
+
+
+def keypoint_job_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
+    """MB for LoG key-point detection on a tile of ``halo_voxels`` voxels."""
+    arrays = halo_voxels * 4 * KEYPOINT_WORKING_COPIES / 2**20
+    return int((BASELINE_MB + arrays) * attempt)
+
+
+def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
+    """MB for matching: float16 neighbourhoods of ``nspots`` points per image plus batches."""
+    width = 2 * cc_radius + 1
+    vectors = 2 * nspots * width**3 * 2 / 2**20
+    batches = 3 * 1000 * width**3 * 4 / 2**20
+    return int((BASELINE_MB + vectors + batches) * attempt)

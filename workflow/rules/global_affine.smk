@@ -1,0 +1,103 @@
+# Stage 2: one affine for the whole image, from key points on the low-res level.
+
+
+rule detect_keypoints:
+    input:
+        plan=out("plan", "images.json"),
+    output:
+        out("global", "keypoints", "{image}", "{tile}.parquet"),
+    log:
+        out("logs", "detect_keypoints", "{image}", "{tile}.log"),
+    benchmark:
+        out("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
+    wildcard_constraints:
+        image="fixed|moving",
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=keypoints_mem_mb,
+        runtime=keypoints_runtime_min,
+    params:
+        images=image_config(),
+        tile=lambda wc: TILES[f"keypoints_{wc.image}"][wc.tile],
+        keypoints=config["global_affine"],
+        version=CODE_VERSION,
+    script:
+        "../../scripts/detect_keypoints.py"
+
+
+rule match_keypoints:
+    input:
+        fixed=keypoint_tables("fixed"),
+        moving=keypoint_tables("moving"),
+    output:
+        matches=out("global", "matches.parquet"),
+        info=out("global", "matches.json"),
+    log:
+        out("logs", "match_keypoints.log"),
+    benchmark:
+        out("benchmarks", "match_keypoints.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 2
+    resources:
+        mem_mb=match_mem_mb,
+        runtime=30,
+    params:
+        images=image_config(),
+        keypoints=config["global_affine"],
+        seed=config["seed"],
+        version=CODE_VERSION,
+    script:
+        "../../scripts/match_keypoints.py"
+
+
+rule fit_global_affine:
+    input:
+        matches=out("global", "matches.parquet"),
+        info=out("global", "matches.json"),
+        fixed_benchmarks=keypoint_benchmarks("fixed"),
+        moving_benchmarks=keypoint_benchmarks("moving"),
+    output:
+        affine=out("global", "affine.txt"),
+        affine_xyz=out("global", "affine_xyz.txt"),
+        report=out("global", "report.json"),
+    log:
+        out("logs", "fit_global_affine.log"),
+    benchmark:
+        out("benchmarks", "fit_global_affine.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        keypoints=config["global_affine"],
+        seed=config["seed"],
+        version=CODE_VERSION,
+    script:
+        "../../scripts/fit_global_affine.py"
+
+
+rule apply_global_affine:
+    input:
+        affine=out("global", "affine.txt"),
+    output:
+        directory(out("global", "moving_lowres_aligned.ome.zarr")),
+    log:
+        out("logs", "apply_global_affine.log"),
+    benchmark:
+        out("benchmarks", "apply_global_affine.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        images=image_config(),
+        version=CODE_VERSION,
+    script:
+        "../../scripts/apply_global_affine.py"
