@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from skimage.filters import threshold_otsu
 
 from bigstream_core.io import Image
 
@@ -36,6 +37,20 @@ def points_inside(points: np.ndarray, image: Image) -> np.ndarray:
     return np.all((points >= low) & (points <= high), axis=1)
 
 
+def foreground_points(image: Image, per_axis: int = 24) -> np.ndarray:
+    """Grid points (µm, z y x) where ``image`` is foreground (above its Otsu threshold).
+
+    The grid has ``per_axis`` points per axis; the image is read only at those
+    voxels (dask reads just the chunks that hold them).
+    """
+    points = grid_points(image, per_axis)
+    voxel = np.rint((points - np.asarray(image.origin)) / np.asarray(image.spacing)).astype(int)
+    values = image.to_dask().vindex[tuple(voxel.T)].compute().astype(float)
+    if np.ptp(values) == 0:
+        return points
+    return points[values > threshold_otsu(values)]
+
+
 def transform_error(estimate: PointMap, truth: PointMap, points: np.ndarray) -> dict[str, float]:
     """TRE statistics (µm) of ``estimate`` against ``truth`` at ``points``.
 
@@ -52,8 +67,8 @@ def transform_error(estimate: PointMap, truth: PointMap, points: np.ndarray) -> 
 
 
 def evaluate(estimate: PointMap, truth: PointMap, fixed: Image, moving: Image) -> dict[str, float]:
-    """TRE over a grid of fixed-image points whose true image lies in the moving image."""
-    points = grid_points(fixed)
+    """TRE over the fixed image's foreground points whose true image lies in the moving image."""
+    points = foreground_points(fixed)
     points = points[points_inside(truth(points), moving)]
     if len(points) == 0:
         raise ValueError("no fixed-image point maps inside the moving image under the truth")

@@ -9,7 +9,9 @@ z y x); the affine maps fixed points to moving points.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -45,12 +47,17 @@ def image_keypoints(
     cc_radius: int,
     blocksize=(128, 128, 128),
 ) -> pd.DataFrame:
-    """All key points of ``image``, tile by tile, strongest ``nspots`` kept (µm)."""
+    """All key points of ``image``, tile by tile, strongest ``nspots`` kept (µm).
+
+    Tiles run in a thread pool (scipy.ndimage releases the GIL), one per core.
+    """
     halo = (keypoint_halo(max_radius),) * 3
-    tables = [
-        tile_keypoints(image, tile, min_radius, max_radius, num_sigma_max, nspots, cc_radius)
-        for tile in tile_grid(image.shape, blocksize, halo)
-    ]
+
+    def detect(tile):
+        return tile_keypoints(image, tile, min_radius, max_radius, num_sigma_max, nspots, cc_radius)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        tables = list(pool.map(detect, tile_grid(image.shape, blocksize, halo)))
     return strongest(tables, nspots)
 
 

@@ -7,11 +7,13 @@ radii between ``min_radius`` and ``max_radius`` voxels (in 3D a blob of radius
 
 Faster than ``skimage.feature.blob_log`` on the same recipe: float32
 throughout; the Gaussian scale space is built as a cascade (each scale smooths
-the previous one by the missing ``sqrt(s_k^2 - s_{k-1}^2)``), and the Laplacian
-is the 7-point finite difference of the smoothed image; maxima are found one
-scale at a time against its two neighbours, so memory holds four tile-sized
-arrays whatever the number of scales. Positions are refined to sub-voxel
-precision by a parabola through the response along each axis.
+the previous one by the missing ``sqrt(s_k^2 - s_{k-1}^2)``), and the LoG is
+the difference of neighbouring Gaussians (``dG/dsigma = sigma LoG``, the SIFT
+approximation), one subtraction per scale instead of three filters; the strongest response
+over scales is kept per voxel and one spatial maximum filter finds the peaks,
+so memory holds a few tile-sized arrays whatever the number of scales.
+Positions are refined to sub-voxel precision by a parabola through the
+response along each axis.
 
 Axis order z, y, x; positions in voxels of the array given (or µm where a
 function says so).
@@ -24,6 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from bigstream_core.io import Image
 from bigstream_core.tiling import Tile
@@ -45,18 +48,34 @@ def log_sigmas(min_radius: float, max_radius: float, num_sigma_max: int = 10) ->
     return np.linspace(min_radius, max_radius, count) / math.sqrt(3)
 
 
+def _difference_step(sigmas: np.ndarray) -> float:
+    """Sigma step between the Gaussians whose difference gives each scale's response."""
+    return float(sigmas[-1] - sigmas[-2]) if len(sigmas) > 1 else 0.2 * float(sigmas[-1])
+
+
+def _response_radii(sigmas: np.ndarray) -> np.ndarray:
+    """Blob radius (voxels) each scale responds to best: the midpoint sigma times sqrt(3)."""
+    return (sigmas + 0.5 * _difference_step(sigmas)) * math.sqrt(3)
+
+
 def _log_responses(image: np.ndarray, sigmas: np.ndarray):
-    """Yield ``(k, response)``: the scale-normalised ``-sigma^2 * LoG`` at each sigma (float32)."""
-    smoothed = image
-    previous = 0.0
-    for k, sigma in enumerate(sigmas):
-        step = math.sqrt(max(sigma**2 - previous**2, 0.0))
-        if step > 0:
-            smoothed = ndimage.gaussian_filter(smoothed, step, truncate=3.0, output=np.float32)
-        previous = sigma
-        response = ndimage.laplace(smoothed, output=np.float32)
-        response *= -(sigma**2)
-        yield k, response
+    """Yield ``(k, response)``: the scale-normalised ``-sigma^2 * LoG`` at ``sigmas[k]``.
+
+    Computed as a difference of Gaussians, since ``dG/dsigma = sigma * LoG``:
+    ``sigma^2 LoG ~ sigma (G(s_k+1) - G(s_k)) / (s_k+1 - s_k)`` with ``sigma``
+    the midpoint (float32). Needs one Gaussian past the last scale.
+    """
+    levels = np.append(sigmas, sigmas[-1] + _difference_step(sigmas))
+    previous_sigma, previous = 0.0, image
+    for k, sigma in enumerate(levels):
+        increment = math.sqrt(sigma**2 - previous_sigma**2)
+        current = ndimage.gaussian_filter(previous, increment, truncate=3.0, output=np.float32)
+        if k > 0:
+            scale = 0.5 * (sigma + previous_sigma) / (sigma - previous_sigma)
+            previous -= current
+            previous *= scale
+            yield k - 1, previous
+        previous_sigma, previous = sigma, current
 
 
 def _refine(response: np.ndarray, peaks: np.ndarray) -> np.ndarray:
@@ -87,56 +106,50 @@ def detect_blobs(
 ) -> pd.DataFrame:
     """Blobs of a 3D image: LoG maxima over space and scale after a white top-hat.
 
-    ``image`` is z, y, x; radii are voxels. Returns a table with columns ``z``,
-    ``y``, ``x`` (sub-voxel positions, voxels), ``radius_vox``, ``response``
-    (scale-normalised LoG, larger = stronger blob) and ``intensity`` (the
-    image value at the blob's voxel), one row per maximum whose response
-    exceeds ``threshold``.
+    ``image`` is z, y, x; radii are voxels. A blob is a voxel whose strongest
+    response over all scales is also the largest in its 3x3x3 neighbourhood
+    (so one point per blob, at its best scale). Returns a table with columns
+    ``z``, ``y``, ``x`` (sub-voxel positions, voxels), ``radius_vox``,
+    ``response`` (scale-normalised LoG, larger = stronger blob) and
+    ``intensity`` (the image value at the blob's voxel), one row per maximum
+    whose response exceeds ``threshold``.
     """
     if image.ndim != 3:
         raise ValueError(f"expected a 3D (z, y, x) image, got shape {image.shape}")
     sigmas = log_sigmas(min_radius, max_radius, num_sigma_max)
+    radii = _response_radii(sigmas)
     data = image.astype(np.float32, copy=False)
     footprint_size = 2 * math.ceil(max_radius) + 1
     background_free = ndimage.white_tophat(data, size=footprint_size).astype(np.float32)
-    found = []
-    window: list[np.ndarray] = []
-    local_max: list[np.ndarray] = []
+    best = np.full(image.shape, -np.inf, dtype=np.float32)
+    best_scale = np.zeros(image.shape, dtype=np.uint8)
     for k, response in _log_responses(background_free, sigmas):
-        window.append(response)
-        local_max.append(ndimage.maximum_filter(response, size=3, mode="nearest"))
-        if len(window) > 3:
-            window.pop(0)
-            local_max.pop(0)
-        if k >= 1:
-            found.append(_peaks_at(len(window) - 2, k - 1, window, local_max, threshold))
-    last = len(window) - 1
-    found.append(_peaks_at(last, len(sigmas) - 1, window, local_max, threshold))
-    table = pd.concat(found, ignore_index=True)
-    rows = table[["z", "y", "x"]].to_numpy().round().astype(int)
-    table["intensity"] = image[tuple(rows.T)].astype(np.float32) if len(rows) else []
-    table["radius_vox"] = sigmas[table.pop("scale").to_numpy()] * math.sqrt(3)
-    return table[["z", "y", "x", "radius_vox", "response", "intensity"]]
-
-
-def _peaks_at(i, k, window, local_max, threshold) -> pd.DataFrame:
-    """Maxima of ``window[i]`` (scale ``k``) over its 3x3x3 neighbourhood and adjacent scales."""
-    response = window[i]
-    neighbours = local_max[max(i - 1, 0) : i + 2]
-    is_peak = response > threshold
-    for neighbour_max in neighbours:
-        is_peak &= response >= neighbour_max
+        stronger = response > best
+        np.copyto(best, response, where=stronger)
+        best_scale[stronger] = k
+    is_peak = best > threshold
+    is_peak &= best >= ndimage.maximum_filter(best, size=3, mode="nearest")
     peaks = np.argwhere(is_peak)
-    positions = _refine(response, peaks) if len(peaks) else np.zeros((0, 3))
-    return pd.DataFrame(
+    positions = _refine(best, peaks) if len(peaks) else np.zeros((0, 3))
+    index = tuple(peaks.T)
+    table = pd.DataFrame(
         {
             "z": positions[:, 0],
             "y": positions[:, 1],
             "x": positions[:, 2],
-            "scale": np.full(len(peaks), k, dtype=int),
-            "response": response[tuple(peaks.T)] if len(peaks) else np.zeros(0, np.float32),
+            "radius_vox": radii[best_scale[index]],
+            "response": best[index],
+            "intensity": image[index].astype(np.float32),
         }
     )
+    return _without_plateau_twins(table)
+
+
+def _without_plateau_twins(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop all but the strongest of peaks closer than one voxel (a flat top gives two)."""
+    table = table.sort_values("response", ascending=False, kind="stable").reset_index(drop=True)
+    pairs = cKDTree(table[["z", "y", "x"]].to_numpy()).query_pairs(1.0, output_type="ndarray")
+    return table.drop(index=np.unique(pairs.max(axis=1))).reset_index(drop=True)
 
 
 def tile_keypoints(

@@ -355,7 +355,8 @@ def preset(name: str) -> PhantomSpec:
     """A named spec.
 
     - ``"tiny"``: 24 x 40 x 40 fixed voxels, small dense cells; a unit test's second.
-    - ``"small"``: 64 x 128 x 128 (the `PhantomSpec` defaults), for demos and tests.
+    - ``"small"``: 80 x 160 x 160, denser cells, for the demo and the workflow tests (a few
+      hundred key points on the low-res level: enough for a reliable global affine).
     - ``"S"``: 150 x 250 x 450, the size of a typical low-res level.
     - ``"2S"``, ``"4S"``, ``"8S"``: S scaled by 2, 4, 8 along every axis (shift too), so
       8 and 64 and 512 times the voxels: 2S is 135 M voxels (0.27 GB uint16, the size of the
@@ -373,7 +374,9 @@ def preset(name: str) -> PhantomSpec:
             deform_scale_um=10.0,
         )
     if name == "small":
-        return PhantomSpec()
+        return PhantomSpec(
+            fixed_shape=(80, 160, 160), moving_shape=(82, 172, 150), cell_density=1.0
+        )
     if name in _SIZES:
         k = _SIZES[name]
         return PhantomSpec(

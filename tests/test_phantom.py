@@ -42,7 +42,7 @@ def _resampling_errors(fixed, coefficients, moving_shape, spacing, transform):
 
 @pytest.mark.parametrize("deform_um", [0.0, 2.5])
 def test_moving_resampled_through_the_truth_reproduces_fixed(deform_um):
-    spec = dataclasses.replace(preset("small"), noise_sigma=0.0, deform_amplitude_um=deform_um)
+    spec = dataclasses.replace(PhantomSpec(), noise_sigma=0.0, deform_amplitude_um=deform_um)
     fixed, moving, truth = make_pair(spec)
     fixed, moving = da.compute(fixed, moving)
     coefficients = ndimage.spline_filter(moving.astype(float), order=3)
@@ -66,9 +66,7 @@ def test_moving_resampled_through_the_truth_reproduces_fixed(deform_um):
 
 @pytest.mark.parametrize(("amplitude", "scale"), [(2.5, 20.0), (5.0, 20.0)])
 def test_inverse_is_exact_with_a_deformation(amplitude, scale):
-    spec = dataclasses.replace(
-        preset("small"), deform_amplitude_um=amplitude, deform_scale_um=scale
-    )
+    spec = dataclasses.replace(PhantomSpec(), deform_amplitude_um=amplitude, deform_scale_um=scale)
     truth = make_pair(spec)[2]
     assert 0.5 * amplitude < np.abs(truth.displacement(_voxel_points((8, 8, 8), (8, 15, 15)))).max()
     rng = np.random.default_rng(1)
@@ -117,7 +115,7 @@ def test_rendering_is_deterministic_and_independent_of_blocks():
 
 
 def test_fixed_image_has_the_documented_content():
-    spec = dataclasses.replace(preset("small"), noise_sigma=0.0)
+    spec = dataclasses.replace(PhantomSpec(), noise_sigma=0.0)
     fixed = make_pair(spec)[0].compute()
     assert fixed.dtype == np.uint16
     background = np.abs(fixed.astype(float) - spec.background_level) <= 2
