@@ -97,11 +97,14 @@ def match_images(
     start = time.perf_counter()
     fixed_um = fixed_points[COLUMNS[:3]].to_numpy()
     moving_um = moving_points[COLUMNS[:3]].to_numpy()
-    fixed_vectors, fixed_ok = extract(fixed, fixed_um, cc_radius)
-    moving_vectors, moving_ok = extract(moving, moving_um, cc_radius)
+    fixed_vectors = extract(fixed, fixed_um, cc_radius)
+    moving_vectors = extract(moving, moving_um, cc_radius)
     extracted = time.perf_counter()
-    fixed_um, fixed_vectors = fixed_um[fixed_ok], fixed_vectors[fixed_ok]
-    moving_um, moving_vectors = moving_um[moving_ok], moving_vectors[moving_ok]
+    fixed_um, fixed_vectors = fixed_um[fixed_vectors.valid], fixed_vectors[fixed_vectors.valid]
+    moving_um, moving_vectors = (
+        moving_um[moving_vectors.valid],
+        moving_vectors[moving_vectors.valid],
+    )
     try:
         pairs, correlations, info = match_points(
             fixed_um, fixed_vectors, moving_um, moving_vectors, match_threshold, align_threshold,

@@ -7,9 +7,10 @@ bigstream correlates every fixed neighbourhood with every moving one (5000 x
    correlated all against all; mutual best partners above ``match_threshold``
    give a first RANSAC affine;
 2. **fine**: every fixed point is correlated only with the moving points
-   within ``search_radius`` µm of where that affine sends it (a KD-tree
-   query); its best partner is kept if above ``match_threshold`` and if no
-   other fixed point claims that partner with a higher correlation.
+   within ``search_radius`` µm of where that affine sends it (the nearest
+   ``MAX_CANDIDATES``, a KD-tree query); its best partner is kept if above
+   ``match_threshold`` and if no other fixed point claims that partner with a
+   higher correlation.
 
 Points are physical (µm, z y x) and given strongest first.
 """
@@ -25,6 +26,7 @@ from bigstream_core.transforms import apply_affine
 
 COARSE_POINTS = 1000
 COARSE_MIN_MATCHES = 12
+MAX_CANDIDATES = 8
 
 
 def mutual_best(correlations: np.ndarray, threshold: float) -> np.ndarray:
@@ -79,10 +81,10 @@ def match_points(
 
     ``pairs`` (M, 2) indexes (fixed, moving); ``correlations`` their Pearson r;
     ``info`` the counts of the coarse step. ``search_radius`` (µm) defaults to
-    ``4 * align_threshold``. Raises :class:`AffineFitError` when even the
+    ``3 * align_threshold``. Raises :class:`AffineFitError` when even the
     coarse step finds no consistent set of matches.
     """
-    radius = 4.0 * align_threshold if search_radius is None else search_radius
+    radius = 3.0 * align_threshold if search_radius is None else search_radius
     try:
         initial, coarse_inliers = coarse_affine(
             fixed_um, fixed_vectors, moving_um, moving_vectors, match_threshold, align_threshold,
@@ -94,11 +96,11 @@ def match_points(
             f"{min(coarse_points, len(moving_um))} strongest moving key points failed: {error}"
         ) from error
     predicted = apply_affine(initial, fixed_um)
-    neighbours = cKDTree(moving_um).query_ball_point(predicted, r=radius)
-    lengths = np.fromiter((len(n) for n in neighbours), dtype=np.int64, count=len(neighbours))
-    flat = [np.asarray(found, dtype=np.int64) for found in neighbours]
-    candidates = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
-    pairs = np.stack([np.repeat(np.arange(len(fixed_um)), lengths), candidates], axis=1)
+    k = min(MAX_CANDIDATES, len(moving_um))
+    distances, nearest = cKDTree(moving_um).query(predicted, k=k, distance_upper_bound=radius)
+    found = np.isfinite(distances.reshape(len(fixed_um), k))
+    rows = np.broadcast_to(np.arange(len(fixed_um))[:, None], found.shape)
+    pairs = np.stack([rows[found], nearest.reshape(found.shape)[found]], axis=1).astype(np.int64)
     scores = pair_correlations(fixed_vectors, moving_vectors, pairs)
     pairs = best_unique(pairs, scores, match_threshold)
     kept = pair_correlations(fixed_vectors, moving_vectors, pairs)

@@ -19,8 +19,8 @@ def keypoint_job_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
 
 
 def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
-    """MB for matching: float32 neighbourhoods of ``nspots`` points per image plus batches."""
+    """MB for matching: int8 neighbourhoods of ``nspots`` points per image plus float32 batches."""
     width = 2 * cc_radius + 1
-    vectors = 2 * nspots * width**3 * 4 / 2**20
-    batches = 2 * 1000 * width**3 * 4 / 2**20
+    vectors = 2 * nspots * width**3 / 2**20
+    batches = (1000 + 3 * 512) * width**3 * 4 / 2**20
     return int((BASELINE_MB + vectors + batches) * attempt)
