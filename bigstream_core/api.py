@@ -42,7 +42,7 @@ def ransac_affine(
     nspots: int = 5000,
     align_threshold: float = 2.0,
     num_sigma_max: int = 10,
-    blocksize=(128, 128, 128),
+    blocksize=(256, 256, 256),
     seed: int = 0,
     return_report: bool = False,
 ):
@@ -52,6 +52,8 @@ def ransac_affine(
     (ignored for Images, which carry their own). Radii and ``cc_radius`` in
     voxels; ``align_threshold`` in µm. With ``return_report=True`` returns
     ``(affine, report)`` with the point, match and inlier counts and timings.
+    Key points are found in tiles of ``blocksize`` voxels, one thread per core;
+    memory grows with the tile (about 30 bytes per voxel per thread), not the image.
     Raises :class:`bigstream_core.global_affine.GlobalAffineError` with the
     counts when too few points or matches are found, or the fit is degenerate.
 

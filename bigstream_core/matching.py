@@ -21,7 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from bigstream_core.affine_fit import AffineFitError, fit_affine_ransac
-from bigstream_core.neighbourhoods import correlation_matrix, pair_correlations
+from bigstream_core.neighbourhoods import Neighbourhoods, correlation_matrix, pair_correlations
 from bigstream_core.transforms import apply_affine
 
 COARSE_POINTS = 1000
@@ -66,11 +66,41 @@ def coarse_affine(
     return matrix, int(inliers.sum())
 
 
+def match_near(
+    fixed_um: np.ndarray,
+    fixed_vectors: Neighbourhoods,
+    moving_um: np.ndarray,
+    moving_vectors: Neighbourhoods,
+    predicted: np.ndarray,
+    search_radius: float,
+    match_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Match each fixed point among the moving points near where ``predicted`` sends it.
+
+    ``predicted`` is a 4x4 affine (µm) guessing the transform; the candidates
+    of a fixed point are the nearest ``MAX_CANDIDATES`` moving points within
+    ``search_radius`` µm of its prediction. Returns ``(pairs, correlations,
+    number of candidate pairs)``.
+    """
+    if len(fixed_um) == 0 or len(moving_um) == 0:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32), 0
+    k = min(MAX_CANDIDATES, len(moving_um))
+    distances, nearest = cKDTree(moving_um).query(
+        apply_affine(predicted, fixed_um), k=k, distance_upper_bound=search_radius
+    )
+    found = np.isfinite(distances.reshape(len(fixed_um), k))
+    rows = np.broadcast_to(np.arange(len(fixed_um))[:, None], found.shape)
+    pairs = np.stack([rows[found], nearest.reshape(found.shape)[found]], axis=1).astype(np.int64)
+    scores = pair_correlations(fixed_vectors, moving_vectors, pairs)
+    pairs = best_unique(pairs, scores, match_threshold)
+    return pairs, pair_correlations(fixed_vectors, moving_vectors, pairs), int(len(scores))
+
+
 def match_points(
     fixed_um: np.ndarray,
-    fixed_vectors: np.ndarray,
+    fixed_vectors: Neighbourhoods,
     moving_um: np.ndarray,
-    moving_vectors: np.ndarray,
+    moving_vectors: Neighbourhoods,
     match_threshold: float,
     align_threshold: float,
     search_radius: float | None = None,
@@ -95,14 +125,8 @@ def match_points(
             f"coarse matching of the {min(coarse_points, len(fixed_um))} strongest fixed and "
             f"{min(coarse_points, len(moving_um))} strongest moving key points failed: {error}"
         ) from error
-    predicted = apply_affine(initial, fixed_um)
-    k = min(MAX_CANDIDATES, len(moving_um))
-    distances, nearest = cKDTree(moving_um).query(predicted, k=k, distance_upper_bound=radius)
-    found = np.isfinite(distances.reshape(len(fixed_um), k))
-    rows = np.broadcast_to(np.arange(len(fixed_um))[:, None], found.shape)
-    pairs = np.stack([rows[found], nearest.reshape(found.shape)[found]], axis=1).astype(np.int64)
-    scores = pair_correlations(fixed_vectors, moving_vectors, pairs)
-    pairs = best_unique(pairs, scores, match_threshold)
-    kept = pair_correlations(fixed_vectors, moving_vectors, pairs)
-    info = {"coarse_inliers": coarse_inliers, "candidate_pairs": int(len(scores))}
+    pairs, kept, candidates = match_near(
+        fixed_um, fixed_vectors, moving_um, moving_vectors, initial, radius, match_threshold
+    )
+    info = {"coarse_inliers": coarse_inliers, "candidate_pairs": candidates}
     return pairs, kept, info

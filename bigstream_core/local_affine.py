@@ -1,0 +1,253 @@
+"""Local affines: one affine per overlapping low-res tile, blended into one smooth field.
+
+Each tile's affine ``L_t`` maps fixed points to where they lie in the moving
+image *already under the global affine* ``G``, so the full transform is
+``T(x) = G(L(x))`` (DESIGN.md). Tiles that fail (too few points or matches,
+degenerate fit, no content) or disagree with their neighbours get the average
+of their neighbours' affines, repeated until every tile has one.
+
+The blended field ``L(x) = sum_t w_t(x) L_t(x)`` uses separable weights that
+are 1 in a tile's core, 0 beyond its overlap, and pass smoothly (``sin^2``)
+from one tile to the next across the overlap, so they sum to 1 everywhere and
+the field has no seams. Tile edges are physical (µm), so the same field serves
+the low-res grid it was fitted on and the high-res grid it is applied to.
+Points and matrices are µm, z y x.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
+from bigstream_core.io import Image, array_image
+from bigstream_core.keypoints import COLUMNS, tile_keypoints
+from bigstream_core.matching import match_near
+from bigstream_core.neighbourhoods import extract
+from bigstream_core.resample import resample_block
+from bigstream_core.tiling import Tile
+from bigstream_core.transforms import affine_map, apply_affine
+
+# Enough to find a 25 %-inlier set with probability 0.9997; a tile that fails costs no more.
+TILE_RANSAC_TRIALS = 2000
+REPORT_COLUMNS = ["tile", "fixed_points", "moving_points", "matches", "inliers",
+                  "residual_median_um", "status"]  # fmt: skip
+
+
+def _whole(shape) -> Tile:
+    box = tuple((0, n) for n in shape)
+    return Tile(index=(0, 0, 0), core=box, halo=box)
+
+
+def _region_image(data: np.ndarray, image: Image, region) -> Image:
+    """A region of ``image`` held in memory, placed where it lies (µm)."""
+    start = np.array([s.start for s in region])
+    origin = np.asarray(image.origin) + start * np.asarray(image.spacing)
+    return array_image(data, image.spacing, tuple(origin))
+
+
+def fit_tile(
+    fixed: Image,
+    moving: Image,
+    global_affine: np.ndarray,
+    tile: Tile,
+    params: dict,
+    seed: int = 0,
+) -> tuple[np.ndarray | None, dict]:
+    """The affine of one low-res tile, or None with the reason in the report row.
+
+    Reads the fixed tile (its halo) and only the region of the moving image
+    that the global affine maps onto it; ``params`` holds the ``local_affine``
+    config block (radii in voxels, ``align_threshold`` and ``search_radius``
+    in µm, ``min_matches``).
+    """
+    region = tile.slices("halo")
+    fixed_tile = _region_image(fixed.read(region), fixed, region)
+    warped = resample_block(moving, affine_map(global_affine), region, fixed.spacing, fixed.origin)
+    moving_tile = _region_image(warped, fixed, region)
+    row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id}
+    points = [
+        tile_keypoints(
+            image, _whole(image.shape), params["min_radius"], params["max_radius"],
+            params["num_sigma_max"], params["nspots"], params["cc_radius"],
+        )[COLUMNS[:3]].to_numpy()
+        for image in (fixed_tile, moving_tile)
+    ]  # fmt: skip
+    row["fixed_points"], row["moving_points"] = len(points[0]), len(points[1])
+    need = params["min_matches"]
+    if min(len(points[0]), len(points[1])) < need:
+        return None, row | {"status": f"failed: too few key points (need {need})"}
+    vectors = [
+        extract(image, p, params["cc_radius"])
+        for image, p in zip((fixed_tile, moving_tile), points, strict=True)
+    ]
+    pairs, _, _ = match_near(
+        points[0], vectors[0], points[1], vectors[1], np.eye(4), params["search_radius"],
+        params["match_threshold"],
+    )  # fmt: skip
+    row["matches"] = len(pairs)
+    fixed_um, moving_um = points[0][pairs[:, 0]], points[1][pairs[:, 1]]
+    try:
+        matrix, inliers = fit_affine_ransac(
+            fixed_um, moving_um, params["align_threshold"], seed, need, TILE_RANSAC_TRIALS
+        )
+        check_affine(matrix)
+    except AffineFitError as error:
+        return None, row | {"status": f"failed: {error}"}
+    row["inliers"] = int(inliers.sum())
+    row["residual_median_um"] = float(
+        np.median(residuals(matrix, fixed_um[inliers], moving_um[inliers]))
+    )
+    return matrix, row | {"status": "ok"}
+
+
+def _neighbour_offsets():
+    return [o for o in itertools.product((-1, 0, 1), repeat=3) if o != (0, 0, 0)]
+
+
+def fill_missing(affines: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Give every unknown tile the mean of its known neighbours' affines, repeatedly.
+
+    ``affines`` (tz, ty, tx, 4, 4); ``known`` (tz, ty, tx) bool. Each sweep fills
+    the unknown tiles that touch (26-neighbourhood) a tile known before the
+    sweep. With no known tile at all, every tile gets the identity.
+    """
+    affines, known = affines.copy(), known.copy()
+    if not known.any():
+        affines[...] = np.eye(4)
+        return affines
+    grid = known.shape
+    while not known.all():
+        total = np.zeros(affines.shape)
+        count = np.zeros(grid)
+        for offset in _neighbour_offsets():
+            source = tuple(
+                slice(max(-o, 0), n - max(o, 0)) for o, n in zip(offset, grid, strict=True)
+            )
+            target = tuple(
+                slice(max(o, 0), n - max(-o, 0)) for o, n in zip(offset, grid, strict=True)
+            )
+            weight = known[source]
+            total[target] += np.where(weight[..., None, None], affines[source], 0.0)
+            count[target] += weight
+        fill = ~known & (count > 0)
+        affines[fill] = total[fill] / count[fill][:, None, None]
+        known |= fill
+    return affines
+
+
+def find_outliers(
+    affines: np.ndarray, known: np.ndarray, centres: np.ndarray, tolerance: float
+) -> np.ndarray:
+    """Known tiles whose affine moves their own centre ``tolerance`` µm away from
+    where the median of their known neighbours moves it (at least 2 neighbours)."""
+    outliers = np.zeros(known.shape, dtype=bool)
+    for index in zip(*np.nonzero(known), strict=True):
+        centre = centres[index]
+        guesses = []
+        for offset in _neighbour_offsets():
+            other = tuple(i + o for i, o in zip(index, offset, strict=True))
+            if all(0 <= i < n for i, n in zip(other, known.shape, strict=True)) and known[other]:
+                guesses.append(apply_affine(affines[other], centre[None])[0])
+        if len(guesses) >= 2:
+            own = apply_affine(affines[index], centre[None])[0]
+            outliers[index] = np.linalg.norm(own - np.median(guesses, axis=0)) > tolerance
+    return outliers
+
+
+def _smooth_step(u: np.ndarray) -> np.ndarray:
+    """0 for u <= 0, 1 for u >= 1, sin^2 in between (flat at both ends)."""
+    return np.sin(0.5 * np.pi * np.clip(u, 0.0, 1.0)) ** 2
+
+
+@dataclass(frozen=True)
+class LocalAffineField:
+    """Blended local affines: ``L(x) = sum_t w_t(x) A_t x``.
+
+    ``affines`` (tz, ty, tx, 4, 4); ``edges[a]`` the physical (µm) boundaries
+    between neighbouring tile cores along axis ``a`` (tiles - 1 values);
+    ``overlap[a]`` the half-width (µm) of the blend across each boundary.
+    """
+
+    affines: np.ndarray
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray]
+    overlap: tuple[float, float, float]
+
+    def axis_weights(self, axis: int, coordinates: np.ndarray) -> np.ndarray:
+        """Weights (N, tiles along ``axis``) of every tile along one axis; rows sum to 1."""
+        edges, half = self.edges[axis], max(self.overlap[axis], 1e-6)
+        # rising[:, j] = share of the tiles after boundary j
+        rising = _smooth_step((coordinates[:, None] - (edges[None, :] - half)) / (2 * half))
+        ones = np.ones((len(coordinates), 1))
+        return np.hstack([ones, rising]) - np.hstack([rising, 0 * ones])
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """``L(points)``: (N, 3) µm z y x -> (N, 3) µm."""
+        points = np.asarray(points, dtype=float)
+        weights = [self.axis_weights(axis, points[:, axis]) for axis in range(3)]
+        result = np.zeros_like(points)
+        active = [np.flatnonzero(w.any(axis=0)) for w in weights]
+        for index in itertools.product(*active):
+            w = weights[0][:, index[0]] * weights[1][:, index[1]] * weights[2][:, index[2]]
+            used = w > 0
+            if used.any():
+                result[used] += w[used, None] * apply_affine(self.affines[index], points[used])
+        return result
+
+
+def field_from_grid(
+    affines: np.ndarray, tiles: list[Tile], image: Image, overlap_vox
+) -> LocalAffineField:
+    """The blended field of a tile grid on ``image`` (the level the tiles were cut from)."""
+    spacing, origin = np.asarray(image.spacing), np.asarray(image.origin)
+    edges = []
+    for axis in range(3):
+        starts = sorted({tile.core[axis][0] for tile in tiles})[1:]
+        edges.append(origin[axis] + (np.array(starts, dtype=float) - 0.5) * spacing[axis])
+    overlap = tuple(float(o * s) for o, s in zip(overlap_vox, spacing, strict=True))
+    return LocalAffineField(np.asarray(affines, dtype=float), tuple(edges), overlap)
+
+
+def tile_centres(tiles: list[Tile], image: Image, grid_shape) -> np.ndarray:
+    """Physical centres (µm) of the tiles' cores, shaped (tz, ty, tx, 3)."""
+    centres = np.zeros((*grid_shape, 3))
+    for tile in tiles:
+        voxel = np.array([(start + stop - 1) / 2 for start, stop in tile.core])
+        centres[tile.index] = np.asarray(image.origin) + voxel * np.asarray(image.spacing)
+    return centres
+
+
+def settle_tiles(
+    results: dict[str, np.ndarray | None],
+    report: pd.DataFrame,
+    tiles: list[Tile],
+    image: Image,
+    tolerance: float,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Grid of affines (tz, ty, tx, 4, 4) with failed and outlier tiles filled.
+
+    ``results`` maps tile id to its fitted affine or None; the returned report
+    gains a ``filled`` column saying which tiles were filled and why.
+    """
+    grid_shape = tuple(max(tile.index[a] for tile in tiles) + 1 for a in range(3))
+    affines = np.full((*grid_shape, 4, 4), np.nan)
+    known = np.zeros(grid_shape, dtype=bool)
+    for tile in tiles:
+        if results[tile.id] is not None:
+            affines[tile.index], known[tile.index] = results[tile.id], True
+    outliers = find_outliers(affines, known, tile_centres(tiles, image, grid_shape), tolerance)
+    filled = fill_missing(affines, known & ~outliers)
+    report = report.set_index("tile").loc[[tile.id for tile in tiles]].reset_index()
+    reasons = []
+    for tile in tiles:
+        if outliers[tile.index]:
+            reasons.append(f"outlier: disagrees with its neighbours by more than {tolerance} um")
+        elif not known[tile.index]:
+            reasons.append("failed fit")
+        else:
+            reasons.append("")
+    report["filled"] = reasons
+    return filled, report
