@@ -22,6 +22,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".installed-pyproject-sha256"
 DEMO_DATA = ROOT / "demo_output" / "data"
+# The demo pair: a global affine plus a smooth deformation of up to 4 µm.
+DEMO_PAIR = ("--preset", "small", "--deform-um", "4")
 
 
 def run(*command: str | Path) -> None:
@@ -51,7 +53,7 @@ def demo(extra: list[str]) -> None:
     """Write the synthetic pair (once) and run the whole workflow on it with profiles/local."""
     ensure_environment()
     if not (DEMO_DATA / "truth.json").exists():
-        run(BIN / "python", "-m", "bigstream_core.phantom", DEMO_DATA, "--preset", "small")
+        run(BIN / "python", "-m", "bigstream_core.phantom", DEMO_DATA, *DEMO_PAIR)
     run(
         BIN / "snakemake", *extra, "--profile", "profiles/local", "--configfile", "config/demo.yaml"
     )

@@ -749,15 +749,46 @@ def write_ome_zarr(
         name: multiscale name (default: the folder name).
         attrs: extra group attributes (e.g. provenance), merged in beside ``multiscales``.
     """
+    data = _as_dask(array, chunks, os.fspath(path))
+    level = create_ome_zarr(path, data.shape, data.dtype, chunks)
+    da.store(data.rechunk(level.chunks), level, lock=False)
+    return finish_ome_zarr(path, spacing, origin, chunks, levels, name, attrs)
+
+
+def create_ome_zarr(
+    path: str | os.PathLike,
+    shape: tuple[int, int, int],
+    dtype: Any,
+    chunks: tuple[int, int, int] | None = None,
+) -> zarr.Array:
+    """Create (replace) an OME-Zarr folder with an empty level "0"; no multiscale metadata yet.
+
+    For writers that fill level 0 block by block (each block writing only the chunks it
+    owns) before :func:`finish_ome_zarr` adds the pyramid and the metadata. Until then the
+    folder is not a valid OME-Zarr image, so a half-written result never looks complete.
+    """
+    group = zarr.open_group(os.fspath(path), mode="w", zarr_format=2)
+    return _create_ome_level(group, "0", tuple(shape), np.dtype(dtype), chunks)
+
+
+def finish_ome_zarr(
+    path: str | os.PathLike,
+    spacing: tuple[float, float, float],
+    origin: tuple[float, float, float] = (0, 0, 0),
+    chunks: tuple[int, int, int] | None = None,
+    levels: int | None = None,
+    name: str | None = None,
+    attrs: dict | None = None,
+) -> Image:
+    """Add the pyramid (levels 1..n from level "0", block by block) and the OME metadata."""
     path = os.fspath(path)
     spacing = _check_spacing(spacing, f"{path}: spacing")
     origin = tuple(_number(o, f"{path}: origin {origin!r}") for o in origin)
     if len(origin) != 3:
         raise ImageError(f"{path}: origin {origin!r}; expected 3 numbers (z y x, µm)")
-    data = _as_dask(array, chunks, path)
-    count = _pyramid_levels(data.shape, levels, path)
-    group = zarr.open_group(path, mode="w", zarr_format=2)
-    level = _write_ome_level(group, "0", data, chunks)
+    group = zarr.open_group(path, mode="r+", zarr_format=2)
+    level = group["0"]
+    count = _pyramid_levels(level.shape, levels, path)
     datasets = [_ome_dataset("0", spacing, origin)]
     for k in range(1, count):
         factors = _level_factors(level.shape)
@@ -813,18 +844,24 @@ def _downsampled_shape(shape: tuple[int, ...], factors: tuple[int, ...]) -> tupl
     return tuple(-(-n // f) for n, f in zip(shape, factors, strict=True))
 
 
-def _write_ome_level(group: zarr.Group, name: str, data: da.Array, chunks: Any) -> zarr.Array:
-    """Store `data` block-wise as level `name` (Zarr v2, "/" chunk keys, Blosc-zstd)."""
-    level_chunks = _storage_chunks(data.shape, chunks)
-    level = group.create_array(
+def _create_ome_level(group: zarr.Group, name: str, shape, dtype, chunks: Any) -> zarr.Array:
+    """An empty level `name` (Zarr v2, "/" chunk keys, Blosc-zstd, fill value 0)."""
+    return group.create_array(
         name,
-        shape=data.shape,
-        dtype=data.dtype,
-        chunks=level_chunks,
+        shape=shape,
+        dtype=dtype,
+        chunks=_storage_chunks(shape, chunks),
         compressors=OME_COMPRESSOR,
         chunk_key_encoding={"name": "v2", "separator": "/"},
+        fill_value=0,
+        overwrite=True,
     )
-    da.store(data.rechunk(level_chunks), level, lock=False)
+
+
+def _write_ome_level(group: zarr.Group, name: str, data: da.Array, chunks: Any) -> zarr.Array:
+    """Store `data` block-wise as level `name`."""
+    level = _create_ome_level(group, name, data.shape, data.dtype, chunks)
+    da.store(data.rechunk(level.chunks), level, lock=False)
     return level
 
 

@@ -17,12 +17,14 @@ Points and matrices are µm, z y x.
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
+from bigstream_core.atomic import write_json
 from bigstream_core.io import Image, array_image
 from bigstream_core.keypoints import COLUMNS, tile_keypoints
 from bigstream_core.matching import match_near
@@ -33,6 +35,7 @@ from bigstream_core.transforms import affine_map, apply_affine
 
 # Enough to find a 25 %-inlier set with probability 0.9997; a tile that fails costs no more.
 TILE_RANSAC_TRIALS = 2000
+FIELD_CONVENTION = "L(x) = sum_t w_t(x) A_t x; fixed -> fixed under the global affine; um, zyx"
 REPORT_COLUMNS = ["tile", "fixed_points", "moving_points", "matches", "inliers",
                   "residual_median_um", "status"]  # fmt: skip
 
@@ -198,17 +201,46 @@ class LocalAffineField:
         return result
 
 
+def write_field(path, field: LocalAffineField) -> None:
+    """Save a blended field as JSON (affines, tile edges and blend half-widths in µm)."""
+    write_json(
+        path,
+        {
+            "convention": FIELD_CONVENTION,
+            "affines": field.affines.tolist(),
+            "edges_um": [edges.tolist() for edges in field.edges],
+            "overlap_um": list(field.overlap),
+        },
+    )
+
+
+def read_field(path) -> LocalAffineField:
+    """Load a field written by :func:`write_field`."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    edges = tuple(np.asarray(e, dtype=float) for e in data["edges_um"])
+    return LocalAffineField(
+        np.asarray(data["affines"], dtype=float), edges, tuple(data["overlap_um"])
+    )
+
+
 def field_from_grid(
-    affines: np.ndarray, tiles: list[Tile], image: Image, overlap_vox
+    affines: np.ndarray, blocksize, overlap_vox, spacing, origin
 ) -> LocalAffineField:
-    """The blended field of a tile grid on ``image`` (the level the tiles were cut from)."""
-    spacing, origin = np.asarray(image.spacing), np.asarray(image.origin)
-    edges = []
-    for axis in range(3):
-        starts = sorted({tile.core[axis][0] for tile in tiles})[1:]
-        edges.append(origin[axis] + (np.array(starts, dtype=float) - 0.5) * spacing[axis])
+    """The blended field of a grid of tile affines (tz, ty, tx, 4, 4).
+
+    The tiles were cut with ``blocksize`` and ``overlap_vox`` voxels (z, y, x)
+    from a level with ``spacing`` and ``origin`` (µm): tile cores start at
+    multiples of the block size, so the grid's shape gives every edge.
+    """
+    affines = np.asarray(affines, dtype=float)
+    spacing, origin = np.asarray(spacing, dtype=float), np.asarray(origin, dtype=float)
+    edges = tuple(
+        origin[axis] + (np.arange(1, affines.shape[axis]) * blocksize[axis] - 0.5) * spacing[axis]
+        for axis in range(3)
+    )
     overlap = tuple(float(o * s) for o, s in zip(overlap_vox, spacing, strict=True))
-    return LocalAffineField(np.asarray(affines, dtype=float), tuple(edges), overlap)
+    return LocalAffineField(affines, edges, overlap)
 
 
 def tile_centres(tiles: list[Tile], image: Image, grid_shape) -> np.ndarray:

@@ -35,12 +35,16 @@ def stage_grids(
         for role in ("fixed", "moving")
     }
     for stage, level in (("local_affine", "lowres"), ("deform", "highres")):
-        block = config[stage]
-        if block["enabled"]:
-            overlap = overlap_voxels(block["blocksize"], block["overlap"])
-            grids[stage] = tile_grid(images["fixed"][level].shape, block["blocksize"], overlap)
+        if config[stage]["enabled"]:
+            grids[stage] = overlapping_grid(config[stage], images["fixed"][level])
     grids["resample"] = tile_grid(images["fixed"]["highres"].shape, config["resample"]["blocksize"])
     return grids
+
+
+def overlapping_grid(block: dict[str, Any], image: Image) -> list[Tile]:
+    """Tiles of ``block["blocksize"]`` voxels with ``block["overlap"]`` (fraction) on ``image``."""
+    overlap = overlap_voxels(block["blocksize"], block["overlap"])
+    return tile_grid(image.shape, block["blocksize"], overlap)
 
 
 def describe_image(image: Image) -> dict[str, Any]:

@@ -9,13 +9,16 @@ Voxels that map outside the moving image are 0. The dtype is preserved
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import dask.array as da
 import numpy as np
+import zarr
 from scipy import ndimage
 
 from bigstream_core.io import Image
+from bigstream_core.tiling import Tile
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -89,3 +92,34 @@ def resample(
     return da.map_blocks(
         block, dtype=moving.dtype, chunks=da.core.normalize_chunks(chunks, fixed_shape)
     )
+
+
+def write_block(
+    store: str,
+    moving: Image,
+    fixed: Image,
+    transform: PointMap,
+    tile: Tile,
+    order: int = 1,
+) -> dict:
+    """Resample the fixed-grid block ``tile.core`` and write it into level "0" of ``store``.
+
+    The block must consist of whole chunks of the store (the output is created
+    with the block size as chunk size), so parallel jobs never touch the same
+    chunk. Returns a manifest: the region and a SHA-256 digest of the data.
+    """
+    region = tile.slices("core")
+    data = resample_block(moving, transform, region, fixed.spacing, fixed.origin, order)
+    level = zarr.open_array(store, path="0", mode="r+")
+    for axis, (start, stop) in enumerate(tile.core):
+        chunk = level.chunks[axis]
+        if start % chunk or (stop % chunk and stop != level.shape[axis]):
+            raise ValueError(
+                f"block {tile.id} {tile.core} is not made of whole chunks {level.chunks}"
+            )
+    level[region] = data
+    return {
+        "tile": tile.id,
+        "core": [list(bounds) for bounds in tile.core],
+        "sha256": hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest(),
+    }

@@ -24,3 +24,18 @@ def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
     vectors = 2 * nspots * width**3 / 2**20
     batches = (1000 + 3 * 512) * width**3 * 4 / 2**20
     return int((BASELINE_MB + vectors + batches) * attempt)
+
+
+LOCAL_TILE_WORKING_COPIES = 16  # keypoint arrays for two images + the warped moving tile
+RESAMPLE_BYTES_PER_VOXEL = 150  # float64 coordinates (3 x 3 temporaries) + values + source region
+
+
+def local_tile_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
+    """MB for fitting one local affine tile of ``halo_voxels`` voxels."""
+    arrays = halo_voxels * 4 * LOCAL_TILE_WORKING_COPIES / 2**20
+    return int((BASELINE_MB + arrays) * attempt)
+
+
+def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
+    """MB for resampling one output block of ``block_voxels`` voxels."""
+    return int((BASELINE_MB + block_voxels * RESAMPLE_BYTES_PER_VOXEL / 2**20) * attempt)

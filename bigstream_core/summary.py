@@ -20,8 +20,9 @@ def run_summary(out_dir: str, grids: dict[str, list[Tile]]) -> str:
         with open(accuracy_path, encoding="utf-8") as handle:
             accuracy = json.load(handle)
         lines.append(f"  accuracy against the ground truth ({accuracy_path}):")
-        lines.append(
-            "    {transform}: TRE mean {mean_um:.2f} um, p95 {p95_um:.2f} um, "
-            "max {max_um:.2f} um over {n_points} points".format(**accuracy)
-        )
+        for stage in accuracy.get("stages", [accuracy]):
+            lines.append(
+                "    {transform}: TRE mean {mean_um:.2f} um, p95 {p95_um:.2f} um, "
+                "max {max_um:.2f} um over {n_points} points; NCC {ncc_fg:.3f}".format(**stage)
+            )
     return "\n".join(lines)

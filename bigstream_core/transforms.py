@@ -7,7 +7,7 @@ matrices stored as text (``numpy.savetxt``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,14 +48,12 @@ def read_affine(path: str) -> np.ndarray:
     return matrix
 
 
-def compose_files(paths: Sequence[str]) -> tuple[PointMap, str]:
-    """The transform ``T(x) = A_1(A_2(...A_n(x)))`` of affine files, outermost first.
+def chain(*maps: PointMap) -> PointMap:
+    """``chain(G, L)(x) = G(L(x))``: the point maps applied right to left."""
 
-    Returns the point map and a short description. No file gives the identity.
-    """
-    matrices = [read_affine(path) for path in paths]
-    total = np.eye(4)
-    for matrix in matrices:
-        total = total @ matrix
-    description = " o ".join(paths) if paths else "identity (no registration stage has run yet)"
-    return affine_map(total), description
+    def composed(points: np.ndarray) -> np.ndarray:
+        for point_map in reversed(maps):
+            points = point_map(points)
+        return points
+
+    return composed

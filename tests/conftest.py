@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -26,16 +27,21 @@ def tiny_pair(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_pair(tmp_path_factory) -> Path:
-    """The 'small' synthetic pair (the demo's), written once per session."""
-    out = tmp_path_factory.mktemp("small_pair")
-    write_pair(out, preset("small"))
+def deformed_pair(tmp_path_factory) -> Path:
+    """The demo's pair: 'small' with a smooth deformation of up to 4 µm on top of the affine."""
+    out = tmp_path_factory.mktemp("deformed_pair")
+    write_pair(out, dataclasses.replace(preset("small"), deform_amplitude_um=4.0))
     return out
 
 
-def demo_global_affine() -> dict:
-    """The demo's key point parameters (cells of radius 1-5 low-res voxels)."""
-    return yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["global_affine"]
+def demo_config() -> dict:
+    """The demo's stage parameters (cells of radius 1-5 low-res voxels), without its paths."""
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    return {
+        key: value
+        for key, value in config.items()
+        if isinstance(value, dict) and "path" not in value
+    }
 
 
 def pair_config(pair: Path, output_dir: Path, **overrides) -> dict:

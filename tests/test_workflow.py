@@ -2,56 +2,72 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
+from ome_zarr_models.v04 import Image as OmeImage
 from skimage.filters import threshold_otsu
 
 from bigstream_core.accuracy import grid_points, points_inside
 from bigstream_core.io import open_image
+from bigstream_core.local_affine import read_field
 from bigstream_core.phantom import GroundTruth
+from bigstream_core.resample import resample
 from bigstream_core.tiling import tile_grid
-from bigstream_core.transforms import apply_affine, read_affine
-from tests.conftest import demo_global_affine, pair_config, run_snakemake
+from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
+from tests.conftest import demo_config, pair_config, run_snakemake
 
 pytestmark = pytest.mark.slow
+WHOLE = (slice(None),) * 3
 
 
 @pytest.fixture(scope="module")
-def finished_run(small_pair, tmp_path_factory):
-    """One complete run of the workflow on the small pair, with the demo's parameters."""
+def finished_run(deformed_pair, tmp_path_factory):
+    """One complete run of the workflow on the demo's pair, with the demo's parameters."""
     work = tmp_path_factory.mktemp("run")
-    config = pair_config(small_pair, work / "results", global_affine=demo_global_affine())
+    config = pair_config(deformed_pair, work / "results", **demo_config())
     result = run_snakemake(work, config)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, config, result
+
+
+def foreground_points(image, truth, moving):
+    """Grid points over the image's foreground (Otsu) whose true image lies in ``moving``."""
+    points = grid_points(image, 24)
+    voxel = np.rint((points - image.origin) / np.asarray(image.spacing)).astype(int)
+    values = image.read(WHOLE)[tuple(voxel.T)].astype(float)
+    points = points[values > threshold_otsu(values)]
+    return points[points_inside(truth(points), moving)]
 
 
 def test_dry_run_lists_every_job_without_writing(tiny_pair, tmp_path):
     config = pair_config(tiny_pair, tmp_path / "results")
     result = run_snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-3000:]
-    for rule in ("plan", "detect_keypoints", "match_keypoints", "fit_global_affine", "all"):
+    for rule in ("plan", "detect_keypoints", "match_keypoints", "fit_global_affine",
+                 "fit_local_affine", "settle_local_affines", "resample_block", "all"):  # fmt: skip
         assert rule in result.stdout
     assert not (tmp_path / "results").exists()
 
 
-def test_plan_records_images_in_zyx_and_the_grids(finished_run, small_pair):
+def test_plan_records_images_in_zyx_and_the_grids(finished_run, deformed_pair):
     work, config, _ = finished_run
     plan = json.loads((work / "results" / "plan" / "images.json").read_text())
     for role in ("fixed", "moving"):
         for level in ("lowres", "highres"):
-            image = open_image(small_pair / f"{role}.n5", level)
+            image = open_image(deformed_pair / f"{role}.n5", level)
             recorded = plan["images"][role][level]
             assert recorded["shape"] == list(image.shape)
             assert recorded["spacing_um"] == pytest.approx(image.spacing)
     # the N5 attributes are x, y, z; the plan is z, y, x
-    attrs = json.loads((small_pair / "fixed.n5" / "highres" / "attributes.json").read_text())
+    attrs = json.loads((deformed_pair / "fixed.n5" / "highres" / "attributes.json").read_text())
     assert plan["images"]["fixed"]["highres"]["shape"] == attrs["dimensions"][::-1]
     grid = pd.read_csv(work / "results" / "plan" / "grid_keypoints_moving.tsv", sep="\t")
-    lowres = open_image(small_pair / "moving.n5", "lowres")
+    lowres = open_image(deformed_pair / "moving.n5", "lowres")
     blocksize, halo = config["global_affine"]["blocksize"], 10  # 2 * max_radius
     expected = tile_grid(lowres.shape, blocksize, (halo,) * 3)
     assert len(expected) > 1
@@ -61,53 +77,61 @@ def test_plan_records_images_in_zyx_and_the_grids(finished_run, small_pair):
     assert plan["provenance"]["versions"]["bigstream-workflow"]
 
 
-def test_global_affine_recovers_the_known_transform(finished_run, small_pair):
+def test_each_stage_brings_the_images_closer(finished_run, deformed_pair):
     work, _, _ = finished_run
-    matrix = read_affine(work / "results" / "global" / "affine.txt")
-    truth = GroundTruth.from_json(small_pair / "truth.json")
-    fixed = open_image(small_pair / "fixed.n5", "lowres")
-    moving = open_image(small_pair / "moving.n5", "lowres")
-    points = grid_points(fixed)
-    points = points[points_inside(truth(points), moving)]
-    error = np.linalg.norm(apply_affine(matrix, points) - truth(points), axis=1)
-    before = np.linalg.norm(points - truth(points), axis=1)
-    low_res_voxel = float(np.mean(fixed.spacing))
-    assert before.mean() > 2 * low_res_voxel  # the pair starts apart
-    assert error.mean() < 0.35 * low_res_voxel
-    xyz = read_affine(work / "results" / "global" / "affine_xyz.txt")
-    assert np.allclose(apply_affine(xyz, points[:, ::-1])[:, ::-1], apply_affine(matrix, points))
-    report = json.loads((work / "results" / "global" / "report.json").read_text())
+    results = work / "results"
+    truth = GroundTruth.from_json(deformed_pair / "truth.json")
+    fixed = open_image(deformed_pair / "fixed.n5", "highres")
+    moving = open_image(deformed_pair / "moving.n5", "highres")
+    points = foreground_points(fixed, truth, moving)
+    affine = read_affine(results / "global" / "affine.txt")
+    full = chain(affine_map(affine), read_field(results / "local" / "field.json"))
+    error = {
+        name: np.linalg.norm(transform(points) - truth(points), axis=1).mean()
+        for name, transform in (("none", lambda p: p), ("global", affine_map(affine)),
+                                ("local", full))
+    }  # fmt: skip
+    low_res_voxel = 2 * float(np.mean(fixed.spacing))
+    assert error["none"] > 2 * low_res_voxel  # the pair starts apart
+    assert error["global"] < 0.6 * low_res_voxel
+    assert error["local"] < 0.5 * error["global"]
+    # the run's own accuracy report agrees with this independent computation
+    accuracy = json.loads((results / "qc" / "accuracy.json").read_text())
+    assert [s["transform"] for s in accuracy["stages"]][1:] == [
+        "global affine", "global affine + local affines"]  # fmt: skip
+    assert accuracy["mean_um"] == pytest.approx(error["local"], rel=1e-6)
+    ncc = [stage["ncc_fg"] for stage in accuracy["stages"]]
+    assert ncc[0] < ncc[1] < ncc[2]
+    xyz = read_affine(results / "global" / "affine_xyz.txt")
+    assert np.allclose(apply_affine(xyz, points[:, ::-1])[:, ::-1], apply_affine(affine, points))
+    report = json.loads((results / "global" / "report.json").read_text())
     assert report["status"] == "ok" and report["inliers"] >= 50
-    # the accuracy report agrees with this independent computation over the foreground
-    accuracy = json.loads((work / "results" / "qc" / "accuracy.json").read_text())
-    highres_fixed = open_image(small_pair / "fixed.n5", "highres")
-    highres_moving = open_image(small_pair / "moving.n5", "highres")
-    points = grid_points(highres_fixed, 24)
-    voxel = np.rint(points / np.asarray(highres_fixed.spacing)).astype(int)
-    values = highres_fixed.read((slice(None),) * 3)[tuple(voxel.T)].astype(float)
-    points = points[values > threshold_otsu(values)]
-    points = points[points_inside(truth(points), highres_moving)]
-    error = np.linalg.norm(apply_affine(matrix, points) - truth(points), axis=1)
-    assert accuracy["mean_um"] == pytest.approx(error.mean(), rel=1e-6)
+    local = pd.read_csv(results / "local" / "report.tsv", sep="\t", keep_default_na=False)
+    assert len(local) == np.prod(np.load(results / "local" / "affines.npy").shape[:3])
 
 
-def test_aligned_lowres_matches_the_fixed_image(finished_run, small_pair):
+def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, deformed_pair):
     work, _, result = finished_run
-    aligned = open_image(work / "results" / "global" / "moving_lowres_aligned.ome.zarr", "0")
-    fixed = open_image(small_pair / "fixed.n5", "lowres")
-    moving = open_image(small_pair / "moving.n5", "lowres")
+    store = work / "results" / "aligned.ome.zarr"
+    OmeImage.from_zarr(zarr.open_group(store, mode="r"))  # valid OME-NGFF 0.4
+    aligned = open_image(store)
+    fixed = open_image(deformed_pair / "fixed.n5", "highres")
+    moving = open_image(deformed_pair / "moving.n5", "highres")
     assert aligned.shape == fixed.shape and aligned.dtype == moving.dtype
     assert aligned.spacing == pytest.approx(fixed.spacing)
-    full = tuple(slice(0, n) for n in fixed.shape)
-    a, f = aligned.read(full).astype(float), fixed.read(full).astype(float)
-    inside = a > 0
-    r_after = np.corrcoef(a[inside], f[inside])[0, 1]
-    m = moving.read(
-        tuple(slice(0, min(p, q)) for p, q in zip(moving.shape, fixed.shape, strict=True))
-    )
-    crop = tuple(slice(0, n) for n in m.shape)
-    r_before = np.corrcoef(m.astype(float).ravel(), f[crop].ravel())[0, 1]
-    assert r_after > 0.9 > r_before
+    # the moving image pulled through the TRUE transform is what the result should look like
+    truth = GroundTruth.from_json(deformed_pair / "truth.json")
+    ideal = resample(moving, truth, fixed.shape, fixed.spacing, fixed.origin).compute()
+    data = aligned.read(WHOLE).astype(float)
+    inside = (data > 0) & (ideal > 0)
+    assert np.corrcoef(data[inside], ideal[inside].astype(float))[0, 1] > 0.97
+    # every block manifest describes exactly what is in the store
+    complete = json.loads((work / "results" / "aligned" / "complete.json").read_text())
+    level = zarr.open_array(store, path="0", mode="r")
+    for block in complete["blocks"]:
+        region = tuple(slice(*bounds) for bounds in block["core"])
+        digest = hashlib.sha256(np.ascontiguousarray(level[region]).tobytes()).hexdigest()
+        assert digest == block["sha256"], block["tile"]
     assert "TRE mean" in result.stdout and str(work / "results") in result.stdout
 
 
@@ -118,15 +142,39 @@ def test_rerun_does_nothing(finished_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
+    work, config, _ = finished_run
+    results = work / "results"
+    level = zarr.open_array(results / "aligned.ome.zarr", path="0", mode="r+")
+    before = hashlib.sha256(level[WHOLE].tobytes()).hexdigest()
+    # a run killed during resampling: two blocks had written garbage into their chunks but
+    # not their manifests, and the jobs after them (finalize, the summary) never ran
+    lost = sorted((results / "aligned" / "blocks").glob("*.json"))[:2]
+    for manifest in lost:
+        region = tuple(slice(*b) for b in json.loads(manifest.read_text())["core"])
+        level[region] = 7
+        manifest.unlink()
+    (results / "aligned" / "complete.json").unlink()
+    result = run_snakemake(work, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert log.count("rule resample_block:") == 2 and "rule finalize_aligned:" in log
+    assert "rule fit_local_affine:" not in log and "rule detect_keypoints:" not in log
+    after = zarr.open_array(results / "aligned.ome.zarr", path="0", mode="r")[WHOLE]
+    assert hashlib.sha256(after.tobytes()).hexdigest() == before
+
+
 def test_failed_affine_with_on_failure_identity_goes_on(tiny_pair, tmp_path):
     config = pair_config(tiny_pair, tmp_path / "results")
     config["global_affine"] = {"on_failure": "identity"}
+    config["local_affine"] = {"enabled": False}
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "global" / "report.json").read_text())
     assert report["status"] == "failed, identity used"
     assert "key points" in report["error"] or "matches" in report["error"]
     assert np.allclose(read_affine(tmp_path / "results" / "global" / "affine.txt"), np.eye(4))
+    assert (tmp_path / "results" / "aligned" / "complete.json").exists()
 
 
 def test_failed_affine_stops_the_run_with_the_reason(tiny_pair, tmp_path):

@@ -11,7 +11,12 @@ from snakemake.exceptions import WorkflowError
 
 from bigstream_core.config import ConfigError, checked_config
 from bigstream_core.plan import stage_grids
-from bigstream_core.resources import keypoint_job_mem_mb, match_job_mem_mb
+from bigstream_core.resources import (
+    keypoint_job_mem_mb,
+    local_tile_mem_mb as local_job_mem_mb,
+    match_job_mem_mb,
+    resample_mem_mb as resample_job_mem_mb,
+)
 from bigstream_core.provenance import source_digest
 from bigstream_core.summary import run_summary
 from bigstream_core.tiling import TILE_ID_PATTERN
@@ -77,11 +82,43 @@ def match_mem_mb(wildcards, attempt):
     return match_job_mem_mb(ga["nspots"], ga["cc_radius"], attempt)
 
 
+def local_tile_mem_mb(wildcards, attempt):
+    """Memory of a local affine job, from its tile's halo voxels."""
+    return local_job_mem_mb(TILES["local_affine"][wildcards.tile].halo_voxels, attempt)
+
+
+def local_tile_runtime_min(wildcards, attempt):
+    """Minutes for a local affine job (generous: about 1 Mvoxel/s)."""
+    return (5 + TILES["local_affine"][wildcards.tile].halo_voxels // 60_000_000) * attempt
+
+
+def resample_mem_mb(wildcards, attempt):
+    """Memory of a resampling job, from its block's voxels."""
+    return resample_job_mem_mb(TILES["resample"][wildcards.tile].halo_voxels, attempt)
+
+
+def resample_runtime_min(wildcards, attempt):
+    """Minutes for a resampling job (generous: about 1 Mvoxel/s)."""
+    return (5 + TILES["resample"][wildcards.tile].halo_voxels // 60_000_000) * attempt
+
+
+def final_transform_files():
+    """The files of the full transform so far: global affine, then the local field."""
+    files = [out("global", "affine.txt")]
+    if config["local_affine"]["enabled"]:
+        files.append(out("local", "field.json"))
+    return files
+
+
 def final_targets():
     """What `rule all` asks for: every stage that exists so far."""
     targets = [out("plan", "images.json")]
     targets += [out("global", name) for name in ("affine.txt", "report.json")]
     targets.append(out("global", "moving_lowres_aligned.ome.zarr"))
+    if config["local_affine"]["enabled"]:
+        targets += [out("local", name) for name in ("report.tsv", "field.json")]
+        targets.append(out("local", "moving_lowres_aligned.ome.zarr"))
+    targets.append(out("aligned", "complete.json"))
     if config.get("ground_truth"):
         targets.append(out("qc", "accuracy.json"))
     return targets

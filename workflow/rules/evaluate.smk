@@ -2,7 +2,7 @@ rule evaluate_accuracy:
     input:
         plan=out("plan", "images.json"),
         truth=config["ground_truth"] or [],
-        transforms=out("global", "affine.txt"),
+        transforms=final_transform_files(),
     output:
         out("qc", "accuracy.json"),
     log:

@@ -100,4 +100,4 @@ rule apply_global_affine:
         images=image_config(),
         version=CODE_VERSION,
     script:
-        "../../scripts/apply_global_affine.py"
+        "../../scripts/apply_lowres.py"

@@ -1,0 +1,26 @@
+"""Rule `finalize_aligned`: pyramid, OME-Zarr metadata and provenance of aligned.ome.zarr."""
+
+import json
+
+from bigstream_core import atomic
+from bigstream_core.config import open_config_images
+from bigstream_core.io import finish_ome_zarr
+from bigstream_core.logs import configure
+from bigstream_core.provenance import provenance
+
+log = configure(snakemake.log[0])
+fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
+blocks = []
+for path in snakemake.input.blocks:
+    with open(path, encoding="utf-8") as handle:
+        blocks.append(json.load(handle))
+image = finish_ome_zarr(
+    snakemake.params.store, fixed.spacing, fixed.origin, snakemake.params.blocksize,
+    name="aligned", attrs={"bigstream": {"transform": blocks[0]["transform"],
+                                         **provenance(snakemake.config)}},
+)  # fmt: skip
+atomic.write_json(
+    snakemake.output[0],
+    {"store": snakemake.params.store, "shape": list(image.shape), "blocks": blocks},
+)
+log.info("finished %s: %s blocks, shape %s", snakemake.params.store, len(blocks), image.shape)

@@ -1,0 +1,23 @@
+"""Rule `resample_block`: one block of the output, through the full transform, into its chunks."""
+
+import json
+
+from bigstream_core import atomic
+from bigstream_core.config import open_config_images
+from bigstream_core.full_transform import from_inputs
+from bigstream_core.logs import configure
+from bigstream_core.resample import write_block
+
+log = configure(snakemake.log[0])
+images = open_config_images(snakemake.params.images)
+with open(snakemake.input.store, encoding="utf-8") as handle:
+    store = json.load(handle)
+transform, description = from_inputs(list(snakemake.input.transforms))
+manifest = write_block(
+    store["store"], images["moving"]["highres"], images["fixed"]["highres"], transform,
+    snakemake.params.tile, snakemake.params.order,
+)  # fmt: skip
+atomic.write_json(
+    snakemake.output[0], {**manifest, "transform": description, "token": store["token"]}
+)
+log.info("block %s: %s", snakemake.params.tile.id, manifest)

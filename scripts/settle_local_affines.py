@@ -1,0 +1,36 @@
+"""Rule `settle_local_affines`: fill failed and outlier tiles, write the grid and the field."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from bigstream_core import atomic
+from bigstream_core.config import open_config_images
+from bigstream_core.local_affine import REPORT_COLUMNS, field_from_grid, settle_tiles, write_field
+from bigstream_core.logs import configure
+from bigstream_core.plan import overlapping_grid
+from bigstream_core.tiling import overlap_voxels
+
+log = configure(snakemake.log[0])
+local = snakemake.params.local
+images = open_config_images(snakemake.params.images)
+lowres = images["fixed"]["lowres"]
+tiles = overlapping_grid(local, lowres)
+results, rows = {}, []
+for path in snakemake.input:
+    with open(path, encoding="utf-8") as handle:
+        tile = json.load(handle)
+    results[tile["tile"]] = None if tile["affine"] is None else np.array(tile["affine"])
+    rows.append({column: tile[column] for column in REPORT_COLUMNS})
+affines, report = settle_tiles(
+    results, pd.DataFrame(rows), tiles, lowres, local["outlier_tolerance"]
+)
+with atomic.atomic_path(snakemake.output.affines) as temporary, open(temporary, "wb") as handle:
+    np.save(handle, affines)
+atomic.write_table(snakemake.output.report, report)
+overlap = overlap_voxels(local["blocksize"], local["overlap"])
+field = field_from_grid(affines, local["blocksize"], overlap, lowres.spacing, lowres.origin)
+write_field(snakemake.output.field, field)
+filled = report[report["filled"] != ""]
+log.info("%d tiles, %d filled:\n%s", len(report), len(filled), filled.to_string(index=False))

@@ -1,0 +1,154 @@
+"""Local affines: tile fits, filling, outliers, the seamless blend, the API's three modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bigstream_core.accuracy import evaluate, foreground_ncc
+from bigstream_core.api import apply_local_affines, ransac_affine, tiled_ransac_affine
+from bigstream_core.io import array_image, open_image
+from bigstream_core.local_affine import (
+    LocalAffineField,
+    field_from_grid,
+    fill_missing,
+    find_outliers,
+)
+from bigstream_core.phantom import GroundTruth
+from bigstream_core.transforms import affine_map, chain
+
+KEYPOINTS = dict(min_radius=1.5, max_radius=5, match_threshold=0.7)
+LOCAL = dict(**KEYPOINTS, blocksize=(24, 48, 48), overlap=0.25, cc_radius=6, min_matches=12)
+
+
+def shift(z=0.0, y=0.0, x=0.0, scale=1.0):
+    matrix = np.diag([scale, scale, scale, 1.0])
+    matrix[:3, 3] = (z, y, x)
+    return matrix
+
+
+def two_by_two_field(affines, overlap=5.0):
+    """A field of 1 x 1 x 2 tiles meeting at x = 50 µm, blended over +-overlap µm."""
+    grid = np.asarray(affines, dtype=float).reshape(1, 1, 2, 4, 4)
+    return LocalAffineField(
+        grid, (np.array([]), np.array([]), np.array([50.0])), (1.0, 1.0, overlap)
+    )
+
+
+def test_equal_tiles_give_exactly_their_affine():
+    a = np.array([[1.02, 0.01, 0, 3], [0, 0.98, 0.02, -2], [0.01, 0, 1.01, 1], [0, 0, 0, 1]])
+    field = LocalAffineField(np.broadcast_to(a, (2, 3, 2, 4, 4)).copy(),
+                             (np.array([30.0]), np.array([40.0, 80.0]), np.array([50.0])),
+                             (4.0, 4.0, 4.0))  # fmt: skip
+    points = np.random.default_rng(0).uniform(0, 100, (500, 3))
+    assert np.allclose(field(points), affine_map(a)(points))
+
+
+def _line_gradient(field, step=0.05):
+    x = np.arange(20.0, 80.0, step)
+    points = np.stack([np.full_like(x, 5.0), np.full_like(x, 5.0), x], axis=1)
+    displacement = field(points) - points
+    return x[:-1], np.diff(displacement[:, 2]) / step
+
+
+def test_blend_has_no_seam_and_a_positive_jacobian():
+    field = two_by_two_field([shift(x=0.0), shift(x=1.5, scale=1.01)], overlap=5.0)
+    x, gradient = _line_gradient(field)
+    jumps = np.abs(np.diff(gradient))
+    across = jumps[np.abs(x[:-1] - 50.0) < 0.2].max()
+    inside = jumps[(np.abs(x[:-1] - 50.0) > 2) & (np.abs(x[:-1] - 50.0) < 4.9)].max()
+    assert across <= 2 * inside + 1e-9  # the gradient changes as smoothly at the edge as inside
+    # a hard seam (no overlap) fails the same check: the test can tell
+    hard = two_by_two_field([shift(x=0.0), shift(x=1.5, scale=1.01)], overlap=1e-6)
+    x, gradient = _line_gradient(hard)
+    assert np.abs(np.diff(gradient)).max() > 100 * (across + 1e-3)
+    # Jacobian determinant by central differences on a grid spanning the edge
+    grid = np.stack(np.meshgrid(*(np.linspace(0, 100, 21),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    h = 0.01
+    columns = [(field(grid + h * e) - field(grid - h * e)) / (2 * h) for e in np.eye(3)]
+    jacobian = np.stack(columns, axis=2)
+    assert np.linalg.det(jacobian).min() > 0
+
+
+def test_failed_tiles_take_their_neighbours_mean_and_none_known_is_identity():
+    affines = np.zeros((1, 1, 3, 4, 4))
+    affines[0, 0, 0], affines[0, 0, 2] = shift(x=1.0), shift(x=3.0)
+    known = np.array([[[True, False, True]]])
+    filled = fill_missing(affines, known)
+    assert np.allclose(filled[0, 0, 1], shift(x=2.0))
+    assert np.allclose(fill_missing(affines, np.zeros_like(known))[0, 0, 1], np.eye(4))
+    chain_of_gaps = np.zeros((1, 1, 4, 4, 4))
+    chain_of_gaps[0, 0, 0] = shift(y=2.0)
+    assert np.allclose(fill_missing(chain_of_gaps, np.array([[[1, 0, 0, 0]]], bool))[0, 0, 3],
+                       shift(y=2.0))  # fmt: skip
+
+
+def test_a_tile_far_from_its_neighbours_is_an_outlier():
+    affines = np.broadcast_to(shift(x=1.0), (1, 3, 3, 4, 4)).copy()
+    affines[0, 1, 1] = shift(x=9.0)
+    centres = np.stack(np.meshgrid([5.0], [5.0, 15.0, 25.0], [5.0, 15.0, 25.0], indexing="ij"), -1)
+    outliers = find_outliers(affines, np.ones((1, 3, 3), bool), centres, tolerance=5.0)
+    assert outliers.sum() == 1 and outliers[0, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def deformed(deformed_pair):
+    fixed = open_image(deformed_pair / "fixed.n5", "lowres")
+    moving = open_image(deformed_pair / "moving.n5", "lowres")
+    truth = GroundTruth.from_json(deformed_pair / "truth.json")
+    affine = ransac_affine(fixed, moving, None, None, **KEYPOINTS, cc_radius=8)
+    return fixed, moving, truth, affine
+
+
+def test_local_affines_halve_the_error_of_the_global_affine(deformed):
+    fixed, moving, truth, affine = deformed
+    local, report = tiled_ransac_affine(
+        fixed, moving, None, None, **LOCAL, global_affine=affine, return_report=True
+    )
+    assert local.shape == (2, 2, 2, 4, 4)
+    assert (report["status"] == "ok").sum() >= 6
+    global_only = affine_map(affine)
+    field = apply_local_affines_transform(local, fixed, affine)
+    before = evaluate(global_only, truth, fixed, moving)["mean_um"]
+    after = evaluate(field, truth, fixed, moving)["mean_um"]
+    assert after < 0.5 * before, (before, after)
+    assert foreground_ncc(fixed, moving, field) > foreground_ncc(fixed, moving, global_only)
+
+
+def apply_local_affines_transform(local, fixed, affine):
+    """G(L(x)) of a tile grid fitted with the LOCAL parameters."""
+    overlap = tuple(round(b * LOCAL["overlap"]) for b in LOCAL["blocksize"])
+    field = field_from_grid(local, LOCAL["blocksize"], overlap, fixed.spacing, fixed.origin)
+    return chain(affine_map(affine), field)
+
+
+def test_empty_and_corrupted_tiles_are_filled_and_reported(deformed):
+    fixed, moving, truth, affine = deformed
+    data = fixed.read((slice(None),) * 3).copy()
+    data[:24, :48, :48] = 100  # tile z0_y0_x0: no content
+    rng = np.random.default_rng(1)
+    data[24:, 48:, 48:] = rng.permutation(data[24:, 48:, 48:].ravel()).reshape(
+        data[24:, 48:, 48:].shape
+    )
+    damaged = array_image(data, fixed.spacing, fixed.origin)
+    local, report = tiled_ransac_affine(
+        damaged, moving, None, None, **LOCAL, global_affine=affine, return_report=True
+    )
+    rows = report.set_index("tile")
+    for tile in ("z0_y0_x0", "z1_y1_x1"):
+        assert rows.loc[tile, "filled"] != "", rows.loc[tile]
+    assert np.isfinite(local).all()
+
+
+def test_the_three_output_modes_agree(deformed, tmp_path):
+    fixed, moving, _, affine = deformed
+    local = np.broadcast_to(shift(x=0.3), (2, 2, 2, 4, 4)).copy()
+    args = (fixed, moving, None, None, local, LOCAL["blocksize"])
+    in_memory = apply_local_affines(*args, global_affine=affine, overlap=LOCAL["overlap"])
+    lazy = apply_local_affines(*args, global_affine=affine, overlap=LOCAL["overlap"], lazy=True)
+    written = apply_local_affines(*args, global_affine=affine, overlap=LOCAL["overlap"],
+                                  write_path=tmp_path / "aligned.ome.zarr")  # fmt: skip
+    assert isinstance(in_memory, np.ndarray) and in_memory.dtype == moving.dtype
+    assert hasattr(lazy, "dask") and np.array_equal(lazy.compute(), in_memory)
+    assert np.array_equal(written.read((slice(None),) * 3), in_memory)
+    assert written.spacing == pytest.approx(fixed.spacing)

@@ -1,0 +1,72 @@
+# Stage 3: one affine per overlapping low-res tile, blended into one smooth field.
+
+
+rule fit_local_affine:
+    input:
+        affine=out("global", "affine.txt"),
+    output:
+        out("local", "tiles", "{tile}.json"),
+    log:
+        out("logs", "fit_local_affine", "{tile}.log"),
+    benchmark:
+        out("benchmarks", "fit_local_affine", "{tile}.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=local_tile_mem_mb,
+        runtime=local_tile_runtime_min,
+    params:
+        images=image_config(),
+        tile=lambda wc: TILES["local_affine"][wc.tile],
+        local=config["local_affine"],
+        seed=config["seed"],
+        version=CODE_VERSION,
+    script:
+        "../../scripts/fit_local_affine.py"
+
+
+rule settle_local_affines:
+    input:
+        [out("local", "tiles", f"{tile}.json") for tile in TILES.get("local_affine", {})],
+    output:
+        affines=out("local", "affines.npy"),
+        report=out("local", "report.tsv"),
+        field=out("local", "field.json"),
+    log:
+        out("logs", "settle_local_affines.log"),
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        images=image_config(),
+        local=config["local_affine"],
+        version=CODE_VERSION,
+    script:
+        "../../scripts/settle_local_affines.py"
+
+
+rule apply_local_affines_lowres:
+    input:
+        affine=out("global", "affine.txt"),
+        field=out("local", "field.json"),
+    output:
+        directory(out("local", "moving_lowres_aligned.ome.zarr")),
+    log:
+        out("logs", "apply_local_affines_lowres.log"),
+    benchmark:
+        out("benchmarks", "apply_local_affines_lowres.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        images=image_config(),
+        version=CODE_VERSION,
+    script:
+        "../../scripts/apply_lowres.py"
