@@ -10,10 +10,12 @@ minute). Stages measured so far:
 
 - ``phantom``: rendering and writing both volumes of the pair (N5);
 - ``read``: reading the fixed volume once, block by block (the I/O floor);
-- ``global_affine``: the workflow's global affine stage through real Snakemake
-  (per-tile key points, matching, RANSAC), peak memory = the largest
-  ``max_rss`` of its jobs (Snakemake ``benchmark:`` files), accuracy = mean TRE
-  over the fixed foreground against the known transform;
+- ``global_affine``, ``local_affine``, ``resample``: the workflow's stages
+  through one real Snakemake run (``--cores 2``); per stage the sum of its
+  jobs' times and the largest ``max_rss`` of its jobs (Snakemake
+  ``benchmark:`` files), accuracy = mean TRE over the fixed foreground against
+  the known transform and NCC over the foreground; ``whole_workflow`` is the
+  run's wall time (DAG, job start-up and all);
 - ``global_affine_api``: the same stage in one process with
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs).
 
@@ -91,39 +93,74 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def row(stage, size, voxels, wall, cpu, rss, **extra) -> dict:
+def row_of(stage, size, voxels, wall, cpu, rss, **extra) -> dict:
     return {"stage": stage, "size": size, "tool": "bigstream-workflow", "voxels": voxels,
             "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss, 1),
             "voxels_per_s": round(voxels / wall), **extra}  # fmt: skip
 
 
-def workflow_global_affine(out: Path, size: str, voxels: int) -> dict:
-    """The global affine stage through real Snakemake; peak memory from its jobs' benchmarks."""
+STAGE_RULES = {
+    "global_affine": ("detect_keypoints", "match_keypoints", "fit_global_affine"),
+    "local_affine": ("fit_local_affine", "settle_local_affines"),
+    "resample": ("resample_block", "finalize_aligned"),
+}
+
+
+def job_benchmarks(folder: Path, rules: tuple[str, ...]) -> pd.DataFrame:
+    """The Snakemake benchmark rows of every job of ``rules`` (one-off and per-tile jobs)."""
+    paths = []
+    for rule in rules:
+        paths += [*folder.glob(f"{rule}.tsv"), *(folder / rule).rglob("*.tsv")]
+    return pd.concat([pd.read_csv(path, sep="\t") for path in paths])
+
+
+def workflow_stages(out: Path, size: str, voxels: int) -> list[dict]:
+    """The workflow's stages through real Snakemake, one row per stage.
+
+    ``wall_s`` sums the stage's job times (what a one-core machine would take),
+    ``peak_rss_mb`` is the largest ``max_rss`` of its jobs, both from the
+    jobs' Snakemake benchmark files; a last row times the whole run.
+    """
     work = out / "workflow"
+    local = {"min_radius": 2, "max_radius": 10, "cc_radius": 12, "blocksize": [64, 128, 128]}
     config = {
         "fixed": {"path": str(out / "fixed.n5"), "lowres": "level", "highres": "level"},
         "moving": {"path": str(out / "moving.n5"), "lowres": "level", "highres": "level"},
         "output_dir": str(work / "results"), "ground_truth": str(out / "truth.json"),
-        "global_affine": GLOBAL_AFFINE,
+        "global_affine": GLOBAL_AFFINE, "local_affine": local,
     }  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     results = work / "results"
-    targets = [str(results / "global" / "report.json"), str(results / "qc" / "accuracy.json")]
-    command = [sys.executable, "-m", "snakemake", *targets, "--snakefile",
+    command = [sys.executable, "-m", "snakemake", "--snakefile",
                str(ROOT / "workflow" / "Snakefile"), "--directory", str(work), "--profile",
                str(ROOT / "profiles" / "local"), "--cores", "2", "--forceall", "--quiet",
                "--configfile", str(work / "config.yaml")]  # fmt: skip
-    wall, _, _ = measure(command)
-    jobs = pd.concat(
-        [pd.read_csv(path, sep="\t") for path in (results / "benchmarks").rglob("*.tsv")]
+    wall, cpu, _ = measure(command)
+    accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
+    tre = {row["transform"]: row for row in accuracy}
+    labels = {"global_affine": "global affine", "local_affine": "global affine + local affines"}
+    rows = []
+    for stage, rules in STAGE_RULES.items():
+        jobs = job_benchmarks(results / "benchmarks", rules)
+        extra = {"jobs": len(jobs)}
+        if stage in labels:
+            row = tre[labels[stage]]
+            extra["accuracy"] = f"TRE {row['mean_um']:.3f} um, NCC {row['ncc_fg']:.3f}"
+        rows.append(row_of(stage, size, voxels, jobs["s"].sum(), jobs["cpu_time"].sum(),
+                           jobs["max_rss"].max(), **extra))  # fmt: skip
+    rows.append(
+        row_of(
+            "whole_workflow",
+            size,
+            voxels,
+            wall,
+            cpu,
+            float("nan"),
+            accuracy=f"TRE before {tre['none (before registration)']['mean_um']:.2f} um",
+        )
     )
-    report = json.loads((results / "global" / "report.json").read_text())
-    tre = json.loads((results / "qc" / "accuracy.json").read_text())["mean_um"]
-    points = report["fixed_points"] + report["moving_points"]
-    return row("global_affine", size, voxels, wall, jobs["cpu_time"].sum(), jobs["max_rss"].max(),
-               accuracy=f"TRE {tre:.3f} um", points_per_s=round(points / wall),
-               matches_per_s=round(report["matches"] / wall), jobs=len(jobs))  # fmt: skip
+    return rows
 
 
 def run(sizes: list[str]) -> pd.DataFrame:
@@ -136,15 +173,15 @@ def run(sizes: list[str]) -> pd.DataFrame:
         out = WORK / size
         out.mkdir(parents=True, exist_ok=True)
         rows.append(
-            row("phantom", size, voxels, *measure(python(WRITE.format(size=size, out=str(out)))))
+            row_of("phantom", size, voxels, *measure(python(WRITE.format(size=size, out=str(out)))))
         )
         fixed_voxels = math.prod(spec.fixed_shape)
-        rows.append(row("read", size, fixed_voxels, *measure(python(READ.format(out=str(out))))))
-        rows.append(workflow_global_affine(out, size, voxels))
+        rows.append(row_of("read", size, fixed_voxels, *measure(python(READ.format(out=str(out))))))
+        rows.extend(workflow_stages(out, size, voxels))
         api = measure(python(API.format(out=str(out), params=dict(GLOBAL_AFFINE))))
         report = json.loads((out / "api_report.json").read_text())
         points = report["fixed_points"] + report["moving_points"]
-        rows.append(row("global_affine_api", size, voxels, *api,
+        rows.append(row_of("global_affine_api", size, voxels, *api,
                         accuracy=f"TRE {report['tre']['mean_um']:.3f} um",
                         points_per_s=round(points / api[0]),
                         matches_per_s=round(report["matches"] / api[0])))  # fmt: skip
