@@ -36,7 +36,7 @@ def run(*command: str | Path) -> None:
 
 
 def ensure_environment() -> None:
-    """Create .venv and install the project (with dev tools) unless already current."""
+    """Create .venv and install the project (dev tools, cluster plugins) unless current."""
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
@@ -44,7 +44,7 @@ def ensure_environment() -> None:
     if not (BIN / "python").exists():
         run(sys.executable, "-m", "venv", VENV)
     run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev,cluster]")
     STAMP.write_text(wanted + "\n")
     print(f"environment ready in {time.monotonic() - start:.0f} s: {VENV}", flush=True)
 

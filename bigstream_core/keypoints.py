@@ -31,7 +31,7 @@ from scipy.spatial import cKDTree
 from bigstream_core.io import Image
 from bigstream_core.tiling import Tile
 
-NOISE_MULTIPLE = 5.0
+NOISE_MULTIPLE = 3.0
 NOISE_SAMPLE_STEP = 7
 COLUMNS = ["z_um", "y_um", "x_um", "radius_vox", "response", "intensity"]
 
@@ -105,6 +105,7 @@ def detect_blobs(
     max_radius: float,
     num_sigma_max: int = 10,
     threshold: float = 0.0,
+    valid: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Blobs of a 3D image: LoG maxima over space and scale after a white top-hat.
 
@@ -115,7 +116,9 @@ def detect_blobs(
     ``z``, ``y``, ``x`` (sub-voxel positions, voxels), ``radius_vox``,
     ``response`` (scale-normalised LoG, larger = stronger blob) and
     ``intensity`` (the image value at the blob's voxel), one row per maximum
-    whose response also exceeds ``threshold``.
+    whose response also exceeds ``threshold``. ``valid`` (bool, the image's
+    shape) marks the voxels that hold data (e.g. not the zeros outside a
+    resampled image): blobs are kept there only, and the noise is measured there.
     """
     if image.ndim != 3:
         raise ValueError(f"expected a 3D (z, y, x) image, got shape {image.shape}")
@@ -130,7 +133,9 @@ def detect_blobs(
         stronger = response > best
         np.copyto(best, response, where=stronger)
         best_scale[stronger] = k
-    is_peak = best > max(threshold, noise_floor(best))
+    is_peak = best > max(threshold, noise_floor(best if valid is None else best[valid]))
+    if valid is not None:
+        is_peak &= valid
     is_peak &= best >= ndimage.maximum_filter(best, size=3, mode="nearest")
     peaks = np.argwhere(is_peak)
     positions = _refine(best, peaks) if len(peaks) else np.zeros((0, 3))
@@ -157,6 +162,8 @@ def noise_floor(response: np.ndarray) -> float:
     Estimated on every ``NOISE_SAMPLE_STEP``-th voxel.
     """
     sample = response.ravel()[::NOISE_SAMPLE_STEP]
+    if sample.size == 0:  # no voxel holds data: nothing stands out
+        return np.inf
     median = float(np.median(sample))
     spread = 1.4826 * float(np.median(np.abs(sample - median)))
     return median + NOISE_MULTIPLE * spread
@@ -177,6 +184,7 @@ def tile_keypoints(
     num_sigma_max: int,
     nspots: int,
     border: int,
+    valid: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Key points of one tile of ``image``, in physical coordinates.
 
@@ -184,10 +192,11 @@ def tile_keypoints(
     the tile's core (so a blob seen in two halos is reported once) and at least
     ``border`` voxels from the image edge (its correlation neighbourhood must
     fit), at most the ``nspots`` strongest. Columns: ``z_um``, ``y_um``,
-    ``x_um`` (µm), ``radius_vox``, ``response``, ``intensity``.
+    ``x_um`` (µm), ``radius_vox``, ``response``, ``intensity``. ``valid``
+    (bool, the halo's shape) limits the search as in :func:`detect_blobs`.
     """
     data = image.read(tile.slices("halo"))
-    blobs = detect_blobs(data, min_radius, max_radius, num_sigma_max)
+    blobs = detect_blobs(data, min_radius, max_radius, num_sigma_max, valid=valid)
     offset = np.array([start for start, _ in tile.halo], dtype=float)
     voxel = blobs[["z", "y", "x"]].to_numpy() + offset
     nearest = voxel.round()

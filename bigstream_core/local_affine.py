@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
 from bigstream_core.atomic import write_json
@@ -69,13 +70,17 @@ def fit_tile(
     """
     region = tile.slices("halo")
     fixed_tile = _region_image(fixed.read(region), fixed, region)
-    warped = resample_block(moving, affine_map(global_affine), region, fixed.spacing, fixed.origin)
+    warped, inside = resample_block(
+        moving, affine_map(global_affine), region, fixed.spacing, fixed.origin, return_inside=True
+    )
     moving_tile = _region_image(warped, fixed, region)
+    # where both images have data, far enough from its edge for a whole neighbourhood
+    usable = ndimage.minimum_filter(inside, size=2 * params["cc_radius"] + 1, mode="constant")
     row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id}
     points = [
         tile_keypoints(
             image, _whole(image.shape), params["min_radius"], params["max_radius"],
-            params["num_sigma_max"], params["nspots"], params["cc_radius"],
+            params["num_sigma_max"], params["nspots"], params["cc_radius"], usable,
         )[COLUMNS[:3]].to_numpy()
         for image in (fixed_tile, moving_tile)
     ]  # fmt: skip

@@ -48,16 +48,23 @@ def resample_block(
     fixed_spacing,
     fixed_origin,
     order: int = 1,
-) -> np.ndarray:
-    """The fixed-grid block ``region`` of the moving image pulled through ``transform``."""
+    return_inside: bool = False,
+):
+    """The fixed-grid block ``region`` of the moving image pulled through ``transform``.
+
+    With ``return_inside=True`` also a bool mask of the voxels that map inside the
+    moving image (the others are 0 because there is no data, not because it is dark).
+    """
     shape = tuple(s.stop - s.start for s in region)
     target = transform(voxel_centres(region, fixed_spacing, fixed_origin))
     voxel = (target - np.asarray(moving.origin)) / np.asarray(moving.spacing)
     margin = max(order, 1)
     low = np.maximum(np.floor(voxel.min(axis=0)).astype(int) - margin, 0)
     high = np.minimum(np.ceil(voxel.max(axis=0)).astype(int) + margin + 1, moving.shape)
+    outside = np.any((voxel < -0.5) | (voxel > np.asarray(moving.shape) - 0.5), axis=1)
     if np.any(high <= low):
-        return np.zeros(shape, dtype=moving.dtype)
+        empty = np.zeros(shape, dtype=moving.dtype)
+        return (empty, np.zeros(shape, dtype=bool)) if return_inside else empty
     source = moving.read(tuple(slice(a, b) for a, b in zip(low, high, strict=True)))
     values = ndimage.map_coordinates(
         source.astype(np.float32),
@@ -67,9 +74,9 @@ def resample_block(
         cval=0.0,
         prefilter=order > 1,
     )
-    outside = np.any((voxel < -0.5) | (voxel > np.asarray(moving.shape) - 0.5), axis=1)
     values[outside] = 0
-    return cast_like(values, moving.dtype).reshape(shape)
+    result = cast_like(values, moving.dtype).reshape(shape)
+    return (result, ~outside.reshape(shape)) if return_inside else result
 
 
 def resample(

@@ -15,7 +15,6 @@ from bigstream_core.phantom import preset, write_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
-LOCAL_PROFILE = ROOT / "profiles" / "local"
 
 
 @pytest.fixture(scope="session")
@@ -57,15 +56,18 @@ def pair_config(pair: Path, output_dir: Path, **overrides) -> dict:
     return config
 
 
-def run_snakemake(workdir: Path, config: dict, *args: str, timeout: int = 600):
-    """Run the real snakemake CLI on ``config`` in ``workdir`` with profiles/local."""
+def run_snakemake(
+    workdir: Path, config: dict, *args: str, profile: str = "local", timeout: int = 600
+):
+    """Run the real snakemake CLI on ``config`` in ``workdir`` with ``profiles/<profile>``."""
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     command = [
         sys.executable, "-m", "snakemake", *args,
         "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-        "--profile", str(LOCAL_PROFILE), "--cores", "2", "--configfile", str(configfile),
+        "--profile", str(ROOT / "profiles" / profile), "--cores", "2",
+        "--configfile", str(configfile),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

@@ -18,7 +18,7 @@ from bigstream_core.phantom import GroundTruth
 from bigstream_core.transforms import affine_map, chain
 
 KEYPOINTS = dict(min_radius=1.5, max_radius=5, match_threshold=0.7)
-LOCAL = dict(**KEYPOINTS, blocksize=(24, 48, 48), overlap=0.25, cc_radius=6, min_matches=12)
+LOCAL = dict(**KEYPOINTS, blocksize=(20, 40, 40), overlap=0.25, cc_radius=6, min_matches=12)
 
 
 def shift(z=0.0, y=0.0, x=0.0, scale=1.0):
@@ -125,11 +125,10 @@ def apply_local_affines_transform(local, fixed, affine):
 def test_empty_and_corrupted_tiles_are_filled_and_reported(deformed):
     fixed, moving, truth, affine = deformed
     data = fixed.read((slice(None),) * 3).copy()
-    data[:24, :48, :48] = 100  # tile z0_y0_x0: no content
+    data[:20, :40, :40] = 100  # tile z0_y0_x0: no content
+    corrupted = data[20:, 40:, 40:]  # tile z1_y1_x1: its voxels shuffled
     rng = np.random.default_rng(1)
-    data[24:, 48:, 48:] = rng.permutation(data[24:, 48:, 48:].ravel()).reshape(
-        data[24:, 48:, 48:].shape
-    )
+    data[20:, 40:, 40:] = rng.permutation(corrupted.ravel()).reshape(corrupted.shape)
     damaged = array_image(data, fixed.spacing, fixed.origin)
     local, report = tiled_ransac_affine(
         damaged, moving, None, None, **LOCAL, global_affine=affine, return_report=True

@@ -108,6 +108,12 @@ def test_each_stage_brings_the_images_closer(finished_run, deformed_pair):
     assert report["status"] == "ok" and report["inliers"] >= 50
     local = pd.read_csv(results / "local" / "report.tsv", sep="\t", keep_default_na=False)
     assert len(local) == np.prod(np.load(results / "local" / "affines.npy").shape[:3])
+    # the fitted field folds nowhere: positive Jacobian determinant on a fine grid
+    field = read_field(results / "local" / "field.json")
+    grid = grid_points(fixed, 30)
+    h = 0.05
+    columns = [(field(grid + h * e) - field(grid - h * e)) / (2 * h) for e in np.eye(3)]
+    assert np.linalg.det(np.stack(columns, axis=2)).min() > 0
 
 
 def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, deformed_pair):

@@ -12,6 +12,8 @@ rule detect_keypoints:
         out("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
     wildcard_constraints:
         image="fixed|moving",
+    group:
+        "keypoints"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1

@@ -1,0 +1,58 @@
+"""The workflow submitted to a real SLURM (the one-node cluster of .ci/slurm-up.sh).
+
+Skipped where no SLURM answers, unless BSW_REQUIRE_SLURM=1 (as in CI), which
+turns a missing cluster into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import demo_config, pair_config, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def slurm_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm():
+    if not slurm_answers():
+        if os.environ.get("BSW_REQUIRE_SLURM") == "1":
+            pytest.fail("BSW_REQUIRE_SLURM=1 but no SLURM answers: run .ci/slurm-up.sh")
+        pytest.skip("no SLURM here (.ci/slurm-up.sh starts a one-node cluster)")
+
+
+def test_the_workflow_runs_through_sbatch_in_groups(deformed_pair, tmp_path):
+    config = pair_config(deformed_pair, tmp_path / "results", **demo_config())
+    result = run_snakemake(tmp_path, config, profile="slurm-ci", timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    accuracy = json.loads((tmp_path / "results" / "qc" / "accuracy.json").read_text())
+    assert accuracy["transform"] == "global affine + local affines"
+    assert accuracy["mean_um"] < 0.6
+    # jobs really went through sbatch, tile jobs bundled in groups
+    slurm_logs = tmp_path / ".snakemake" / "slurm_logs"
+    assert any(slurm_logs.glob("group_keypoints*/*.log")), sorted(slurm_logs.rglob("*"))
+    assert any(slurm_logs.glob("rule_match_keypoints/*.log"))
+    assert "has been submitted with SLURM jobid" in log
+    assert (tmp_path / "results" / "aligned" / "complete.json").exists()
+
+
+def test_a_failing_job_fails_the_run_and_names_rule_and_log(tiny_pair, tmp_path):
+    config = pair_config(tiny_pair, tmp_path / "results")
+    result = run_snakemake(tmp_path, config, profile="slurm-ci", timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule fit_global_affine" in log
+    assert "GlobalAffineError" in log
+    assert "fit_global_affine.log" in log
