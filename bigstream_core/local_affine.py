@@ -184,24 +184,45 @@ class LocalAffineField:
     edges: tuple[np.ndarray, np.ndarray, np.ndarray]
     overlap: tuple[float, float, float]
 
-    def axis_weights(self, axis: int, coordinates: np.ndarray) -> np.ndarray:
-        """Weights (N, tiles along ``axis``) of every tile along one axis; rows sum to 1."""
+    def axis_weights(self, axis: int, coordinates: np.ndarray) -> tuple[int, np.ndarray]:
+        """Weights along one axis of the tiles that reach ``coordinates``.
+
+        Returns ``(first, weights)``: ``weights[:, k]`` belongs to tile
+        ``first + k``; rows sum to 1. Only tiles whose span (core plus blend)
+        meets the coordinates' range are included, so a block's cost does not
+        grow with the number of tiles in the image.
+        """
         edges, half = self.edges[axis], max(self.overlap[axis], 1e-6)
-        # rising[:, j] = share of the tiles after boundary j
-        rising = _smooth_step((coordinates[:, None] - (edges[None, :] - half)) / (2 * half))
-        ones = np.ones((len(coordinates), 1))
-        return np.hstack([ones, rising]) - np.hstack([rising, 0 * ones])
+        low, high = float(coordinates.min()), float(coordinates.max())
+        first = int(np.searchsorted(edges + half, low, side="right"))
+        last = int(np.searchsorted(edges - half, high, side="left"))
+
+        def rising(boundary: int) -> np.ndarray:
+            """Share of the tiles after ``boundary`` (0 before it, 1 after, sin^2 across)."""
+            if boundary < 0:
+                return np.ones_like(coordinates)
+            if boundary >= len(edges):
+                return np.zeros_like(coordinates)
+            return _smooth_step((coordinates - (edges[boundary] - half)) / (2 * half))
+
+        shares = [rising(boundary) for boundary in range(first - 1, last + 1)]
+        weights = np.stack([shares[k] - shares[k + 1] for k in range(last - first + 1)], axis=1)
+        return first, weights
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """``L(points)``: (N, 3) µm z y x -> (N, 3) µm."""
         points = np.asarray(points, dtype=float)
-        weights = [self.axis_weights(axis, points[:, axis]) for axis in range(3)]
+        if len(points) == 0:
+            return points.copy()
+        axes = [self.axis_weights(axis, points[:, axis]) for axis in range(3)]
         result = np.zeros_like(points)
-        active = [np.flatnonzero(w.any(axis=0)) for w in weights]
-        for index in itertools.product(*active):
-            w = weights[0][:, index[0]] * weights[1][:, index[1]] * weights[2][:, index[2]]
+        for local in itertools.product(*(range(w.shape[1]) for _, w in axes)):
+            w = np.prod(
+                [weights[:, k] for (_, weights), k in zip(axes, local, strict=True)], axis=0
+            )
             used = w > 0
             if used.any():
+                index = tuple(first + k for (first, _), k in zip(axes, local, strict=True))
                 result[used] += w[used, None] * apply_affine(self.affines[index], points[used])
         return result
 

@@ -151,3 +151,16 @@ def test_the_three_output_modes_agree(deformed, tmp_path):
     assert hasattr(lazy, "dask") and np.array_equal(lazy.compute(), in_memory)
     assert np.array_equal(written.read((slice(None),) * 3), in_memory)
     assert written.spacing == pytest.approx(fixed.spacing)
+
+
+def test_a_block_only_touches_the_tiles_that_reach_it():
+    edges = np.arange(1, 100) * 10.0  # 100 tiles along x
+    field = LocalAffineField(
+        np.broadcast_to(np.eye(4), (1, 1, 100, 4, 4)).copy(), (np.array([]),) * 2 + (edges,),
+        (1.0, 1.0, 2.0),
+    )  # fmt: skip
+    first, weights = field.axis_weights(2, np.linspace(503.0, 509.0, 50))
+    assert first == 50 and weights.shape == (50, 2)  # tiles 50 and 51 (from 508 µm), not all 100
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    points = np.stack([np.zeros(50), np.zeros(50), np.linspace(503.0, 509.0, 50)], axis=1)
+    assert np.allclose(field(points), points)
