@@ -18,7 +18,7 @@ import pandas as pd
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
 from bigstream_core.io import Image
-from bigstream_core.keypoints import COLUMNS, tile_keypoints
+from bigstream_core.keypoints import COLUMNS, keypoint_halo, tile_keypoints
 from bigstream_core.matching import match_points
 from bigstream_core.neighbourhoods import extract
 from bigstream_core.tiling import tile_grid
@@ -31,11 +31,6 @@ MATCH_COLUMNS = ["fixed_z_um", "fixed_y_um", "fixed_x_um", "moving_z_um", "movin
 
 class GlobalAffineError(RuntimeError):
     """The global affine could not be found; the message names the image and the counts."""
-
-
-def keypoint_halo(max_radius: float) -> int:
-    """Halo (voxels) of a key-point tile: blobs up to ``max_radius`` on a tile edge are whole."""
-    return int(np.ceil(2 * max_radius))
 
 
 def image_keypoints(

@@ -36,6 +36,11 @@ NOISE_SAMPLE_STEP = 7
 COLUMNS = ["z_um", "y_um", "x_um", "radius_vox", "response", "intensity"]
 
 
+def keypoint_halo(max_radius: float) -> int:
+    """Halo (voxels) of a key-point tile: blobs up to ``max_radius`` on a tile edge are whole."""
+    return math.ceil(2 * max_radius)
+
+
 def log_sigmas(min_radius: float, max_radius: float, num_sigma_max: int = 10) -> np.ndarray:
     """Gaussian sigmas (voxels) searched for blob radii in ``[min_radius, max_radius]``.
 

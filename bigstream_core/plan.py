@@ -7,12 +7,12 @@ recorded plan is exactly what the jobs use.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from bigstream_core import atomic
 from bigstream_core.io import Image
+from bigstream_core.keypoints import keypoint_halo
 from bigstream_core.provenance import provenance
 from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
 
@@ -29,7 +29,7 @@ def stage_grids(
     - ``resample``: high-res fixed output blocks, no overlap.
     """
     ga = config["global_affine"]
-    halo = (math.ceil(2 * ga["max_radius"]),) * 3
+    halo = (keypoint_halo(ga["max_radius"]),) * 3
     grids = {
         f"keypoints_{role}": tile_grid(images[role]["lowres"].shape, ga["blocksize"], halo)
         for role in ("fixed", "moving")
