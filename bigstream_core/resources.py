@@ -1,5 +1,11 @@
 """Honest resource requests for the per-tile jobs, from tile geometry.
 
+Checked against the jobs' measured peak (Snakemake ``benchmark:`` max_rss) on
+the S and 2S benchmark pairs, 2026-11-26: key points 301-336 MB measured vs
+567 MB asked for a 168^3-voxel halo; matching 531-654 vs 741 (5000 points,
+cc_radius 12); a local tile 413-435 vs 475; a 128^3 resample block 546-565
+vs 650.
+
 A Zarr or N5 input is a folder whose size says nothing (Snakemake reads ~0 MB),
 so memory comes from how many voxels a job holds and in how many working
 copies. Each estimate = Python + libraries baseline + arrays, times the retry
@@ -22,7 +28,7 @@ def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
     """MB for matching: int8 neighbourhoods of ``nspots`` points per image plus float32 batches."""
     width = 2 * cc_radius + 1
     vectors = 2 * nspots * width**3 / 2**20
-    batches = (1000 + 3 * 512) * width**3 * 4 / 2**20
+    batches = (1000 + 6 * 512) * width**3 * 4 / 2**20  # coarse block, pair batches, extraction
     return int((BASELINE_MB + vectors + batches) * attempt)
 
 
