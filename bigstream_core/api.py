@@ -15,18 +15,30 @@ Example::
                                 blocksize=(64, 128, 128), global_affine=affine)
     aligned = apply_local_affines(fix, mov, fix_spacing, mov_spacing, local, (64, 128, 128),
                                   global_affine=affine, write_path="aligned.ome.zarr")
+    field = tiled_deformable_align(fix_hr, mov_hr, hr_spacing, hr_spacing, (128, 128, 128),
+                                   global_affine=affine, local_affines=local,
+                                   local_blocksize=(64, 128, 128), local_level_factor=2)
+    aligned = apply_position_field(fix_hr, mov_hr, hr_spacing, hr_spacing, field, (128,) * 3,
+                                   global_affine=affine, local_affines=local,
+                                   local_blocksize=(64, 128, 128), local_level_factor=2,
+                                   write_path="aligned.ome.zarr")
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pandas as pd
 
+from bigstream_core.deform import DeformParams, register_tile
+from bigstream_core.displacement import DisplacementField, create_store, open_field, stitch_region
 from bigstream_core.global_affine import fit_global_affine, image_keypoints, match_images
 from bigstream_core.io import Image, array_image, write_ome_zarr
 from bigstream_core.local_affine import field_from_grid, fit_tile, settle_tiles
 from bigstream_core.resample import resample
-from bigstream_core.tiling import overlap_voxels, tile_grid
+from bigstream_core.tiling import neighbours, overlap_voxels, tile_grid
 from bigstream_core.transforms import affine_map, chain
 
 
@@ -170,14 +182,140 @@ def apply_local_affines(
     returned), a lazy dask array when ``lazy=True``, a numpy array otherwise.
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
-    factor = np.broadcast_to(np.asarray(fix_level_factor, dtype=float), (3,))
+    transform = affine_stages(
+        fixed, global_affine, local_affines, blocksize, overlap, fix_level_factor
+    )
+    aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, order, chunks)
+    return _output(aligned, fixed, write_path, lazy, chunks)
+
+
+def affine_stages(
+    fixed: Image, global_affine=None, local_affines=None, local_blocksize=None,
+    local_overlap: float = 0.125, level_factor=1,
+):  # fmt: skip
+    """The point map ``G(L(x))`` (µm, fixed -> moving) of the affine stages on ``fixed``'s grid.
+
+    ``local_affines`` (a grid from :func:`tiled_ransac_affine`, fitted with
+    ``local_blocksize``/``local_overlap`` on a level ``level_factor`` times
+    coarser than ``fixed``) may be None; so may ``global_affine`` (identity).
+    """
+    global_affine = np.eye(4) if global_affine is None else np.asarray(global_affine, float)
+    if local_affines is None:
+        return affine_map(global_affine)
+    if local_blocksize is None:
+        raise ValueError("local_affines given without the blocksize they were fitted with")
+    factor = np.broadcast_to(np.asarray(level_factor, dtype=float), (3,))
     spacing = np.asarray(fixed.spacing) * factor
     origin = np.asarray(fixed.origin) + (factor - 1) / 2 * np.asarray(fixed.spacing)
-    overlap_vox = overlap_voxels(blocksize, overlap)
-    field = field_from_grid(local_affines, blocksize, overlap_vox, spacing, origin)
-    global_affine = np.eye(4) if global_affine is None else np.asarray(global_affine, float)
-    transform = chain(affine_map(global_affine), field)
-    aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, order, chunks)
+    overlap_vox = overlap_voxels(local_blocksize, local_overlap)
+    field = field_from_grid(local_affines, local_blocksize, overlap_vox, spacing, origin)
+    return chain(affine_map(global_affine), field)
+
+
+def _output(aligned, fixed: Image, write_path, lazy: bool, chunks):
+    """The tutorial's three output modes of a lazy aligned image."""
     if write_path is not None:
         return write_ome_zarr(write_path, aligned, fixed.spacing, fixed.origin, chunks)
     return aligned if lazy else aligned.compute()
+
+
+def tiled_deformable_align(
+    fix,
+    mov,
+    fix_spacing,
+    mov_spacing,
+    blocksize,
+    global_affine=None,
+    local_affines=None,
+    write_path=None,
+    deform_kwargs=None,
+    overlap: float = 0.125,
+    local_blocksize=None,
+    local_overlap: float = 0.125,
+    local_level_factor=1,
+    return_report: bool = False,
+):
+    """Deformable registration block by block on top of the affine stages.
+
+    ``fix`` is cut into blocks of ``blocksize`` voxels (z, y, x) with
+    ``overlap`` (a fraction) on each side; each block runs the greedy local-NCC
+    registration of :mod:`bigstream_core.deform` (``deform_kwargs``: fields of
+    :class:`~bigstream_core.deform.DeformParams`, e.g. ``iterations``,
+    ``shrink_factors``, ``smooth_sigmas``, ``cc_radius``, ``mask_threshold``)
+    against the moving image pulled through ``G(L(x))`` (see
+    :func:`affine_stages` for ``global_affine``/``local_affines``). The block
+    fields (kept in a temporary folder, not in memory) are blended into one
+    displacement field (Z, Y, X, 3), float32, µm, z y x, acting before the
+    affines: ``T(x) = G(L(x + d(x)))``. With ``write_path`` it is written to
+    that Zarr (region by region) and the Zarr array is returned, else a numpy
+    array. ``return_report=True`` adds a table, one row per block.
+    """
+    fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
+    transform = affine_stages(
+        fixed, global_affine, local_affines, local_blocksize, local_overlap, local_level_factor
+    )
+    params = DeformParams.from_config(dict(deform_kwargs or {}))
+    overlap_vox = overlap_voxels(blocksize, overlap)
+    tiles = tile_grid(fixed.shape, blocksize, overlap_vox)
+    by_id = {tile.id: tile for tile in tiles}
+    if write_path is not None:
+        output = create_store(write_path, fixed.shape, fixed.spacing, fixed.origin, blocksize)
+    else:
+        output = np.zeros((*fixed.shape, 3), dtype=np.float32)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bigstream-deform-") as folder:
+        files = {tile.id: os.path.join(folder, f"{tile.id}.npy") for tile in tiles}
+        for tile in tiles:
+            field, row = register_tile(fixed, moving, transform, tile, params)
+            np.save(files[tile.id], field)
+            rows.append(row)
+        for tile in tiles:
+            region = stitch_region(
+                tile, neighbours(tile, by_id), fixed.shape, blocksize, overlap_vox,
+                lambda block: np.load(files[block.id], mmap_mode="r"),
+            )  # fmt: skip
+            output[(*tile.slices("core"), slice(None))] = region
+    if write_path is not None:
+        output.attrs["complete"] = True
+    report = pd.DataFrame(rows)
+    return (output, report) if return_report else output
+
+
+def apply_position_field(
+    fix,
+    mov,
+    fix_spacing,
+    mov_spacing,
+    field,
+    blocksize,
+    global_affine=None,
+    local_affines=None,
+    write_path=None,
+    lazy: bool = False,
+    order: int = 1,
+    local_blocksize=None,
+    local_overlap: float = 0.125,
+    local_level_factor=1,
+):
+    """The moving image through ``G(L(x + d(x)))``, one interpolation, block by block.
+
+    ``field``: the displacement field of :func:`tiled_deformable_align` (numpy
+    or Zarr array (Z, Y, X, 3) µm on ``fix``'s grid, or the path of its Zarr);
+    ``global_affine``/``local_affines`` as in :func:`affine_stages`. Output
+    blocks are ``blocksize`` voxels; the three output modes of
+    :func:`apply_local_affines` (``write_path``, ``lazy``, numpy).
+    """
+    fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
+    if isinstance(field, (str, os.PathLike)):
+        displacement = open_field(field)
+    else:
+        displacement = DisplacementField(field, fixed.spacing, fixed.origin)
+    transform = chain(
+        affine_stages(
+            fixed, global_affine, local_affines, local_blocksize, local_overlap, local_level_factor
+        ),
+        displacement,
+    )
+    chunks = tuple(blocksize)
+    aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, order, chunks)
+    return _output(aligned, fixed, write_path, lazy, chunks)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -55,6 +56,12 @@ def write_table(path: str | Path, table: pd.DataFrame) -> None:
             table.to_parquet(temporary, index=False)
         else:
             table.to_csv(temporary, sep="\t", index=False)
+
+
+def write_npy(path: str | Path, array: Any) -> None:
+    """Write an array as ``.npy`` atomically (readable later with ``numpy.load(mmap_mode="r")``)."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, array)
 
 
 @contextmanager

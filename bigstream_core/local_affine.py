@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
 from bigstream_core.atomic import write_json
+from bigstream_core.blending import axis_weights
 from bigstream_core.io import Image, array_image
 from bigstream_core.keypoints import COLUMNS, tile_keypoints
 from bigstream_core.matching import match_near
@@ -166,11 +167,6 @@ def find_outliers(
     return outliers
 
 
-def _smooth_step(u: np.ndarray) -> np.ndarray:
-    """0 for u <= 0, 1 for u >= 1, sin^2 in between (flat at both ends)."""
-    return np.sin(0.5 * np.pi * np.clip(u, 0.0, 1.0)) ** 2
-
-
 @dataclass(frozen=True)
 class LocalAffineField:
     """Blended local affines: ``L(x) = sum_t w_t(x) A_t x``.
@@ -192,22 +188,7 @@ class LocalAffineField:
         meets the coordinates' range are included, so a block's cost does not
         grow with the number of tiles in the image.
         """
-        edges, half = self.edges[axis], max(self.overlap[axis], 1e-6)
-        low, high = float(coordinates.min()), float(coordinates.max())
-        first = int(np.searchsorted(edges + half, low, side="right"))
-        last = int(np.searchsorted(edges - half, high, side="left"))
-
-        def rising(boundary: int) -> np.ndarray:
-            """Share of the tiles after ``boundary`` (0 before it, 1 after, sin^2 across)."""
-            if boundary < 0:
-                return np.ones_like(coordinates)
-            if boundary >= len(edges):
-                return np.zeros_like(coordinates)
-            return _smooth_step((coordinates - (edges[boundary] - half)) / (2 * half))
-
-        shares = [rising(boundary) for boundary in range(first - 1, last + 1)]
-        weights = np.stack([shares[k] - shares[k + 1] for k in range(last - first + 1)], axis=1)
-        return first, weights
+        return axis_weights(self.edges[axis], self.overlap[axis], coordinates)
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """``L(points)``: (N, 3) µm z y x -> (N, 3) µm."""
@@ -225,6 +206,30 @@ class LocalAffineField:
                 index = tuple(first + k for (first, _), k in zip(axes, local, strict=True))
                 result[used] += w[used, None] * apply_affine(self.affines[index], points[used])
         return result
+
+
+def invert_field(
+    field: LocalAffineField, points: np.ndarray, tolerance: float = 1e-4, max_iterations: int = 100
+) -> np.ndarray:
+    """``L^-1(points)`` (N, 3) µm z y x, by the iteration ``u <- u + J^-1 (v - L(u))``.
+
+    ``J`` is the mean linear part of the tile affines; the blend is close to
+    affine, so this converges in a few steps. Raises ``ValueError`` when a point
+    is not within ``tolerance`` µm after ``max_iterations``.
+    """
+    targets = np.asarray(points, dtype=float)
+    linear = field.affines[..., :3, :3].reshape(-1, 3, 3).mean(axis=0)
+    step = np.linalg.inv(linear).T
+    estimate = targets.copy()
+    for _ in range(max_iterations):
+        residual = targets - field(estimate)
+        if len(residual) == 0 or np.abs(residual).max() <= tolerance:
+            return estimate
+        estimate = estimate + residual @ step
+    worst = float(np.abs(targets - field(estimate)).max())
+    raise ValueError(
+        f"local affine field not inverted: {worst:.3g} um off after {max_iterations} steps"
+    )
 
 
 def write_field(path, field: LocalAffineField) -> None:

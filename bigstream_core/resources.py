@@ -45,3 +45,17 @@ def local_tile_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
 def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
     """MB for resampling one output block of ``block_voxels`` voxels."""
     return int((BASELINE_MB + block_voxels * RESAMPLE_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+DEFORM_BYTES_PER_VOXEL = 160  # the moving block resampled (as above) + ~20 float32 working arrays
+FIELD_REGION_BYTES_PER_VOXEL = 150  # float64 points and displacements (3 each) + float32 fields
+
+
+def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
+    """MB for the deformable registration of one block of ``halo_voxels`` voxels."""
+    return int((BASELINE_MB + halo_voxels * DEFORM_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+def field_region_mem_mb(core_voxels: int, attempt: int = 1) -> int:
+    """MB for stitching or inverting one region of the displacement field."""
+    return int((BASELINE_MB + core_voxels * FIELD_REGION_BYTES_PER_VOXEL / 2**20) * attempt)

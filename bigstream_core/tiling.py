@@ -92,6 +92,18 @@ def tile_grid(
     return tiles
 
 
+def neighbours(tile: Tile, tiles: dict[str, Tile]) -> list[Tile]:
+    """``tile`` and the tiles next to it (grid index within 1 along every axis), in C order."""
+    found = []
+    for offset in itertools.product((-1, 0, 1), repeat=3):
+        index = tuple(i + o for i, o in zip(tile.index, offset, strict=True))
+        if min(index) >= 0:
+            name = f"z{index[0]}_y{index[1]}_x{index[2]}"
+            if name in tiles:
+                found.append(tiles[name])
+    return found
+
+
 def grid_table(tiles: list[Tile]) -> pd.DataFrame:
     """The grid as a table: one row per tile, voxel ranges per axis (z, y, x)."""
     rows = []

@@ -26,8 +26,7 @@ for path in snakemake.input:
 affines, report = settle_tiles(
     results, pd.DataFrame(rows), tiles, lowres, local["outlier_tolerance"]
 )
-with atomic.atomic_path(snakemake.output.affines) as temporary, open(temporary, "wb") as handle:
-    np.save(handle, affines)
+atomic.write_npy(snakemake.output.affines, affines)
 atomic.write_table(snakemake.output.report, report)
 overlap = overlap_voxels(local["blocksize"], local["overlap"])
 field = field_from_grid(affines, local["blocksize"], overlap, lowres.spacing, lowres.origin)

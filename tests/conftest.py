@@ -56,18 +56,27 @@ def pair_config(pair: Path, output_dir: Path, **overrides) -> dict:
     return config
 
 
-def run_snakemake(
-    workdir: Path, config: dict, *args: str, profile: str = "local", timeout: int = 600
-):
-    """Run the real snakemake CLI on ``config`` in ``workdir`` with ``profiles/<profile>``."""
+def snakemake_command(workdir: Path, config: dict, *args: str, profile: str = "local") -> list:
+    """The real snakemake CLI on ``config`` (written to ``workdir``) with ``profiles/<profile>``."""
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    command = [
+    return [
         sys.executable, "-m", "snakemake", *args,
         "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
         "--profile", str(ROOT / "profiles" / profile), "--cores", "2",
         "--configfile", str(configfile),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+SNAKEMAKE_ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def run_snakemake(
+    workdir: Path, config: dict, *args: str, profile: str = "local", timeout: int = 600
+):
+    """Run the real snakemake CLI on ``config`` in ``workdir`` with ``profiles/<profile>``."""
+    command = snakemake_command(workdir, config, *args, profile=profile)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=SNAKEMAKE_ENV
+    )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -13,13 +17,20 @@ from ome_zarr_models.v04 import Image as OmeImage
 from skimage.filters import threshold_otsu
 
 from bigstream_core.accuracy import grid_points, points_inside
+from bigstream_core.displacement import jacobian_determinant, open_field
 from bigstream_core.io import open_image
 from bigstream_core.local_affine import read_field
 from bigstream_core.phantom import GroundTruth
 from bigstream_core.resample import resample
 from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
-from tests.conftest import demo_config, pair_config, run_snakemake
+from tests.conftest import (
+    SNAKEMAKE_ENV,
+    demo_config,
+    pair_config,
+    run_snakemake,
+    snakemake_command,
+)
 
 pytestmark = pytest.mark.slow
 WHOLE = (slice(None),) * 3
@@ -30,6 +41,20 @@ def finished_run(deformed_pair, tmp_path_factory):
     """One complete run of the workflow on the demo's pair, with the demo's parameters."""
     work = tmp_path_factory.mktemp("run")
     config = pair_config(deformed_pair, work / "results", **demo_config())
+    # spots to carry across: fixed foreground points, and where they truly lie in the moving
+    truth = GroundTruth.from_json(deformed_pair / "truth.json")
+    fixed = open_image(deformed_pair / "fixed.n5", "highres")
+    points = foreground_points(fixed, truth, open_image(deformed_pair / "moving.n5", "highres"))
+    cells = pd.DataFrame({"z": points[:, 0], "y": points[:, 1], "x": points[:, 2]})
+    cells["id"] = np.arange(len(cells))
+    cells.to_parquet(work / "cells.parquet")
+    moved = truth(points)
+    spots = pd.DataFrame({"id": cells["id"], "z": moved[:, 0], "y": moved[:, 1], "x": moved[:, 2]})
+    spots.to_csv(work / "spots.csv", index=False)
+    config["points"] = [
+        {"path": str(work / "cells.parquet"), "space": "fixed"},
+        {"path": str(work / "spots.csv"), "space": "moving"},
+    ]
     result = run_snakemake(work, config)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, config, result
@@ -86,22 +111,29 @@ def test_each_stage_brings_the_images_closer(finished_run, deformed_pair):
     points = foreground_points(fixed, truth, moving)
     affine = read_affine(results / "global" / "affine.txt")
     full = chain(affine_map(affine), read_field(results / "local" / "field.json"))
-    error = {
-        name: np.linalg.norm(transform(points) - truth(points), axis=1).mean()
-        for name, transform in (("none", lambda p: p), ("global", affine_map(affine)),
-                                ("local", full))
-    }  # fmt: skip
+    displacement = open_field(results / "transform" / "field.zarr")
+    stages = (("none", lambda p: p), ("global", affine_map(affine)), ("local", full),
+              ("deform", chain(full, displacement)))  # fmt: skip
+    distances = {
+        name: np.linalg.norm(transform(points) - truth(points), axis=1)
+        for name, transform in stages
+    }
+    error = {name: values.mean() for name, values in distances.items()}
     low_res_voxel = 2 * float(np.mean(fixed.spacing))
     assert error["none"] > 2 * low_res_voxel  # the pair starts apart
     assert error["global"] < 0.6 * low_res_voxel
     assert error["local"] < 0.5 * error["global"]
+    assert error["deform"] < 0.6 * error["local"]
+    rms_voxels = np.sqrt(np.mean(distances["deform"] ** 2)) / float(np.mean(fixed.spacing))
+    assert rms_voxels < 0.5
     # the run's own accuracy report agrees with this independent computation
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())
     assert [s["transform"] for s in accuracy["stages"]][1:] == [
-        "global affine", "global affine + local affines"]  # fmt: skip
-    assert accuracy["mean_um"] == pytest.approx(error["local"], rel=1e-6)
+        "global affine", "global affine + local affines",
+        "global affine + local affines + deformation"]  # fmt: skip
+    assert accuracy["mean_um"] == pytest.approx(error["deform"], rel=1e-6)
     ncc = [stage["ncc_fg"] for stage in accuracy["stages"]]
-    assert ncc[0] < ncc[1] < ncc[2]
+    assert ncc[0] < ncc[1] < ncc[2] < ncc[3]
     xyz = read_affine(results / "global" / "affine_xyz.txt")
     assert np.allclose(apply_affine(xyz, points[:, ::-1])[:, ::-1], apply_affine(affine, points))
     report = json.loads((results / "global" / "report.json").read_text())
@@ -114,6 +146,33 @@ def test_each_stage_brings_the_images_closer(finished_run, deformed_pair):
     h = 0.05
     columns = [(field(grid + h * e) - field(grid - h * e)) / (2 * h) for e in np.eye(3)]
     assert np.linalg.det(np.stack(columns, axis=2)).min() > 0
+    # ... and neither does the stitched displacement field, at any voxel
+    determinant = jacobian_determinant(displacement.array[...], fixed.spacing)
+    assert determinant.min() > 0
+    record = json.loads((results / "transform" / "field.json").read_text())
+    assert record["folded_voxels"] == 0
+    assert record["jacobian_min"] == pytest.approx(determinant.min(), rel=0.05)
+    deform = pd.read_csv(results / "deform" / "report.tsv", sep="\t")
+    assert len(deform) == len(list((results / "transform" / "field_regions").glob("*.json")))
+    assert (deform["ncc_after"] >= deform["ncc_before"]).all()
+
+
+def test_points_are_carried_both_ways(finished_run, deformed_pair):
+    work, _, _ = finished_run
+    truth = GroundTruth.from_json(deformed_pair / "truth.json")
+    voxel = float(np.mean(open_image(deformed_pair / "fixed.n5", "highres").spacing))
+    cells = pd.read_parquet(work / "cells.parquet")
+    in_moving = pd.read_parquet(work / "results" / "points" / "cells_in_moving.parquet")
+    assert list(in_moving.columns) == list(cells.columns) and list(in_moving["id"]) == list(
+        cells["id"]
+    )
+    xyz = ["z", "y", "x"]
+    error = np.linalg.norm(in_moving[xyz].to_numpy() - truth(cells[xyz].to_numpy()), axis=1)
+    assert error.mean() < 0.25 * voxel
+    in_fixed = pd.read_csv(work / "results" / "points" / "spots_in_fixed.csv")
+    assert list(in_fixed.columns) == ["id", "z", "y", "x"]
+    error = np.linalg.norm(in_fixed[xyz].to_numpy() - cells[xyz].to_numpy(), axis=1)
+    assert error.mean() < 0.25 * voxel
 
 
 def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, deformed_pair):
@@ -168,6 +227,46 @@ def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
     assert "rule fit_local_affine:" not in log and "rule detect_keypoints:" not in log
     after = zarr.open_array(results / "aligned.ome.zarr", path="0", mode="r")[WHOLE]
     assert hashlib.sha256(after.tobytes()).hexdigest() == before
+
+
+def digest(path, component=None) -> str:
+    """SHA-256 of a whole Zarr array (or of one of its groups' arrays)."""
+    array = zarr.open_array(path, path=component, mode="r") if component else zarr.open_array(path)
+    return hashlib.sha256(np.ascontiguousarray(array[...]).tobytes()).hexdigest()
+
+
+def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, tmp_path):
+    work, config, _ = finished_run
+    config = {**config, "output_dir": str(tmp_path / "results")}
+    blocks = tmp_path / "results" / "deform" / "blocks"
+    command = snakemake_command(tmp_path, config)
+    process = subprocess.Popen(command, env=SNAKEMAKE_ENV, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 500
+    while len(list(blocks.glob("*.json"))) < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, "the deform fan-out never started"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)  # the controller and every job, mid-flight
+    process.wait()
+    finished = {path.stem: path.stat().st_mtime_ns for path in blocks.glob("*.json")}
+    total = len(list((work / "results" / "deform" / "blocks").glob("*.json")))
+    assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"
+    assert not (tmp_path / "results" / "aligned" / "complete.json").exists()
+    assert run_snakemake(tmp_path, config, "--unlock").returncode == 0  # the killed run's lock
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert 0 < log.count("rule deform_block:") < total
+    kept = [tile for tile, mtime in finished.items()
+            if (blocks / f"{tile}.json").stat().st_mtime_ns == mtime]  # fmt: skip
+    assert kept, "every finished block was computed again"
+    for run in (work, tmp_path):
+        assert (run / "results" / "aligned" / "complete.json").exists()
+    for name in ("transform/field.zarr", "transform/inverse_field.zarr"):
+        assert digest(tmp_path / "results" / name) == digest(work / "results" / name), name
+    assert digest(tmp_path / "results" / "aligned.ome.zarr", "0") == digest(
+        work / "results" / "aligned.ome.zarr", "0"
+    )
 
 
 def test_failed_affine_with_on_failure_identity_goes_on(tiny_pair, tmp_path):

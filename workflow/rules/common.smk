@@ -1,4 +1,5 @@
 # Shared set-up: config checks, image metadata, tile grids, output paths.
+import re
 import sys
 
 # Jobs import bigstream_core from this checkout, whatever environment runs them.
@@ -12,6 +13,8 @@ from snakemake.exceptions import WorkflowError
 from bigstream_core.config import ConfigError, checked_config
 from bigstream_core.plan import stage_grids
 from bigstream_core.resources import (
+    deform_mem_mb as deform_job_mem_mb,
+    field_region_mem_mb as field_region_job_mem_mb,
     keypoint_job_mem_mb,
     local_tile_mem_mb as local_job_mem_mb,
     match_job_mem_mb,
@@ -19,7 +22,7 @@ from bigstream_core.resources import (
 )
 from bigstream_core.provenance import source_digest
 from bigstream_core.summary import run_summary
-from bigstream_core.tiling import TILE_ID_PATTERN
+from bigstream_core.tiling import TILE_ID_PATTERN, neighbours
 
 try:
     IMAGES = checked_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
@@ -102,11 +105,62 @@ def resample_runtime_min(wildcards, attempt):
     return (5 + TILES["resample"][wildcards.tile].halo_voxels // 60_000_000) * attempt
 
 
-def final_transform_files():
-    """The files of the full transform so far: global affine, then the local field."""
+def deform_mem_mb(wildcards, attempt):
+    """Memory of a deform job, from its block's halo voxels."""
+    return deform_job_mem_mb(TILES["deform"][wildcards.tile].halo_voxels, attempt)
+
+
+def deform_runtime_min(wildcards, attempt):
+    """Minutes for a deform job (generous: about 0.1 Mvoxel/s)."""
+    return (10 + TILES["deform"][wildcards.tile].halo_voxels // 6_000_000) * attempt
+
+
+def field_region_mem_mb(wildcards, attempt):
+    """Memory of a job stitching or inverting one region of the displacement field."""
+    core = TILES["deform"][wildcards.tile].core
+    voxels = (core[0][1] - core[0][0]) * (core[1][1] - core[1][0]) * (core[2][1] - core[2][0])
+    return field_region_job_mem_mb(voxels, attempt)
+
+
+def field_region_runtime_min(wildcards, attempt):
+    """Minutes for a job stitching or inverting one region of the displacement field."""
+    return (5 + TILES["deform"][wildcards.tile].halo_voxels // 60_000_000) * attempt
+
+
+def affine_transform_files():
+    """The files of the affine stages: global affine, then the local field if enabled."""
     files = [out("global", "affine.txt")]
     if config["local_affine"]["enabled"]:
         files.append(out("local", "field.json"))
+    return files
+
+
+def final_transform_files():
+    """The files of the full transform: the affine stages, then the displacement field."""
+    files = affine_transform_files()
+    if config["deform"]["enabled"]:
+        files.append(out("transform", "field.json"))
+    return files
+
+
+def point_entries():
+    """`points` entries by output file name: <file name>_in_<other space>.<ext>."""
+    entries = {}
+    for entry in config["points"]:
+        stem, ext = os.path.splitext(os.path.basename(entry["path"]))
+        other = "fixed" if entry["space"] == "moving" else "moving"
+        entries[f"{stem}_in_{other}{ext}"] = entry
+    return entries
+
+
+POINTS = point_entries()
+
+
+def point_transform_files():
+    """What `warp_points` needs: the full transform and, with a deformation, its inverse."""
+    files = final_transform_files()
+    if config["deform"]["enabled"]:
+        files.append(out("transform", "inverse_field.json"))
     return files
 
 
@@ -118,7 +172,11 @@ def final_targets():
     if config["local_affine"]["enabled"]:
         targets += [out("local", name) for name in ("report.tsv", "field.json")]
         targets.append(out("local", "moving_lowres_aligned.ome.zarr"))
+    if config["deform"]["enabled"]:
+        targets.append(out("deform", "report.tsv"))
+        targets += [out("transform", f"{name}.json") for name in ("field", "inverse_field")]
     targets.append(out("aligned", "complete.json"))
+    targets += [out("points", name) for name in POINTS]
     if config.get("ground_truth"):
         targets.append(out("qc", "accuracy.json"))
     return targets

@@ -1,0 +1,252 @@
+"""The deformation's displacement field on the fixed high-res grid, and its inverse.
+
+A displacement field ``d`` is an array (Z, Y, X, 3) float32: at fixed voxel
+``(i, j, k)`` (position ``origin + index * spacing``, µm, z y x) the
+displacement in µm, components z, y, x. It acts before the affine stages:
+``T(x) = G(L(x + d(x)))``. Its inverse ``e`` is stored the same way, with
+``y + e(y)`` undoing ``x + d(x)``.
+
+The per-block fields of the deform jobs are stitched into one Zarr
+(``transform/field.zarr``) region by region: a region is one block's core, and
+the fields of the blocks whose overlap reaches it are blended with the smooth
+partition of unity of :mod:`bigstream_core.blending` (weights fall to 0 at
+each block's edge), so the stitched field has no seams. Each region is whole
+chunks of the store, written by one job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+import zarr
+from scipy import ndimage
+
+from bigstream_core.blending import axis_weights
+from bigstream_core.resample import voxel_centres
+from bigstream_core.tiling import Tile
+
+CONVENTION = "T(x) = G(L(x + d(x))); d in um, components z y x, on the fixed high-res grid"
+INVERSE_CONVENTION = "x = y + e(y) undoes x -> x + d(x); e in um, components z y x"
+READ_LIMIT_VOXELS = 2**24
+"""A point query reads the field's bounding box of the points up to this many voxels;
+beyond it, one bounding box per chunk that holds points (memory stays bounded)."""
+
+
+class DisplacementField:
+    """``x -> x + d(x)``, with ``d`` interpolated (trilinear) from a stored field.
+
+    ``array``: (Z, Y, X, 3) numpy or Zarr array, µm; ``spacing``/``origin``:
+    its grid, z y x µm. Points beyond the grid take the nearest edge value.
+    Only the part of the array around the queried points is read.
+    """
+
+    def __init__(self, array, spacing, origin=(0.0, 0.0, 0.0)):
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise ValueError(f"displacement field of shape {array.shape}: expected (Z, Y, X, 3)")
+        self.array = array
+        self.spacing = np.asarray(spacing, dtype=float)
+        self.origin = np.asarray(origin, dtype=float)
+        self.shape = np.asarray(array.shape[:3])
+        chunks = getattr(array, "chunks", array.shape)
+        self.chunks = np.asarray(chunks[:3])
+
+    def displacement(self, points: np.ndarray) -> np.ndarray:
+        """``d(points)``: (N, 3) µm z y x -> (N, 3) µm."""
+        points = np.asarray(points, dtype=float)
+        result = np.zeros_like(points)
+        if len(points) == 0:
+            return result
+        voxel = np.clip((points - self.origin) / self.spacing, 0, self.shape - 1)
+        low = np.floor(voxel.min(axis=0)).astype(int)
+        high = np.minimum(np.floor(voxel.max(axis=0)).astype(int) + 2, self.shape)
+        if math.prod(high - low) <= max(READ_LIMIT_VOXELS, 8 * len(points)):
+            return self._interpolate(voxel, low, high)
+        keys = np.floor(voxel / self.chunks).astype(int)
+        _, group = np.unique(keys, axis=0, return_inverse=True)
+        for label in range(group.max() + 1):
+            members = group.ravel() == label
+            part = voxel[members]
+            low = np.floor(part.min(axis=0)).astype(int)
+            high = np.minimum(np.floor(part.max(axis=0)).astype(int) + 2, self.shape)
+            result[members] = self._interpolate(part, low, high)
+        return result
+
+    def _interpolate(self, voxel: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        region = np.asarray(self.array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))])
+        coords = (voxel - low).T
+        return np.stack(
+            [
+                ndimage.map_coordinates(
+                    region[..., c].astype(np.float32), coords, order=1, mode="nearest"
+                )
+                for c in range(3)
+            ],
+            axis=1,
+        ).astype(float)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """``points + d(points)`` (N, 3) µm."""
+        points = np.asarray(points, dtype=float)
+        return points + self.displacement(points)
+
+
+def create_store(path, shape, spacing, origin, chunks, convention: str = CONVENTION):
+    """Create (replace) an empty field Zarr (v2) of ``shape + (3,)`` float32, chunked
+    ``chunks + (3,)``, with its grid in the attributes. Returns the array."""
+    array = zarr.create_array(
+        os.fspath(path),
+        shape=(*shape, 3),
+        chunks=(*chunks, 3),
+        dtype="float32",
+        fill_value=0.0,
+        zarr_format=2,
+        overwrite=True,
+    )
+    array.attrs.update(
+        {
+            "convention": convention,
+            "axes": ["z", "y", "x", "component (z, y, x)"],
+            "unit": "micrometer",
+            "spacing_um": [float(s) for s in spacing],
+            "origin_um": [float(o) for o in origin],
+            "complete": False,
+        }
+    )
+    return array
+
+
+def open_field(path) -> DisplacementField:
+    """The field stored at ``path`` (written by :func:`create_store` and the region jobs)."""
+    array = zarr.open_array(os.fspath(path), mode="r")
+    attrs = array.attrs.asdict()
+    if not attrs.get("complete"):
+        raise ValueError(f"{path}: the field is not complete (a job that writes it did not finish)")
+    return DisplacementField(array, attrs["spacing_um"], attrs["origin_um"])
+
+
+def stitch_region(
+    tile: Tile,
+    neighbours: list[Tile],
+    shape: tuple[int, int, int],
+    blocksize: tuple[int, int, int],
+    overlap: tuple[int, int, int],
+    read_block: Callable[[Tile], np.ndarray],
+) -> np.ndarray:
+    """The blended field (core shape + (3,)) over ``tile``'s core.
+
+    The deform grid covers ``shape`` voxels with ``blocksize`` cores and
+    ``overlap`` voxels per side; ``neighbours`` are ``tile`` and the blocks
+    around it; ``read_block(t)`` gives block ``t``'s field over its halo (a
+    memory map is best: only the part over the region is read). Only the
+    blocks whose weight reaches the region are read.
+    """
+    by_index = {neighbour.index: neighbour for neighbour in neighbours}
+    axes = []
+    for a in range(3):
+        edges = np.arange(1, math.ceil(shape[a] / blocksize[a])) * blocksize[a] - 0.5
+        axes.append(axis_weights(edges, overlap[a], np.arange(*tile.core[a], dtype=float)))
+    result = np.zeros((*(stop - start for start, stop in tile.core), 3), dtype=np.float32)
+    for local in itertools.product(*(range(w.shape[1]) for _, w in axes)):
+        index = tuple(first + k for (first, _), k in zip(axes, local, strict=True))
+        columns = [weights[:, k] for (_, weights), k in zip(axes, local, strict=True)]
+        spans = [np.flatnonzero(column > 0) for column in columns]
+        if any(len(span) == 0 for span in spans):
+            continue
+        box = [(int(span[0]), int(span[-1]) + 1) for span in spans]
+        neighbour = by_index[index]
+        source = []
+        for axis, (a, b) in enumerate(box):
+            start = tile.core[axis][0] + a - neighbour.halo[axis][0]
+            stop = tile.core[axis][0] + b - neighbour.halo[axis][0]
+            if start < 0 or stop > neighbour.halo[axis][1] - neighbour.halo[axis][0]:
+                raise ValueError(
+                    f"block {neighbour.id}'s field does not cover its blend band in {tile.id}"
+                )
+            source.append(slice(start, stop))
+        weight = np.einsum(
+            "i,j,k->ijk", *(column[a:b] for column, (a, b) in zip(columns, box, strict=True))
+        ).astype(np.float32)
+        target = tuple(slice(a, b) for a, b in box)
+        result[target] += weight[..., None] * np.asarray(read_block(neighbour)[tuple(source)])
+    return result
+
+
+def jacobian_determinant(field: np.ndarray, spacing) -> np.ndarray:
+    """``det(I + grad d)`` at every voxel of a field (Z, Y, X, 3) µm on a grid of ``spacing``
+    µm (central differences, one-sided at the edges). Where it is <= 0 the map folds."""
+    jacobian = np.zeros((*field.shape[:3], 3, 3), dtype=np.float64)
+    for component in range(3):
+        derivatives = np.gradient(field[..., component].astype(np.float64), *spacing)
+        for axis, derivative in enumerate(derivatives):
+            jacobian[..., component, axis] = derivative
+    jacobian += np.eye(3)
+    return np.linalg.det(jacobian)
+
+
+def write_region(array, tile: Tile, data: np.ndarray) -> dict:
+    """Write ``data`` over ``tile``'s core of a field store; it must be whole chunks.
+    Returns a manifest: region, SHA-256 of the data, largest displacement (µm), the
+    smallest Jacobian determinant of ``x + data(x)`` in the region and how many
+    voxels fold (determinant <= 0)."""
+    for axis, (start, stop) in enumerate(tile.core):
+        chunk = array.chunks[axis]
+        if start % chunk or (stop % chunk and stop != array.shape[axis]):
+            raise ValueError(
+                f"region {tile.id} {tile.core} is not made of whole chunks {array.chunks}"
+            )
+    array[(*tile.slices("core"), slice(None))] = data
+    spacing = array.attrs["spacing_um"]
+    determinant = jacobian_determinant(data, spacing) if min(data.shape[:3]) > 1 else np.ones(1)
+    return {
+        "jacobian_min": float(determinant.min()),
+        "folded_voxels": int((determinant <= 0).sum()),
+        "tile": tile.id,
+        "core": [list(bounds) for bounds in tile.core],
+        "max_um": float(np.sqrt((data.astype(np.float64) ** 2).sum(axis=-1)).max()),
+        "sha256": hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest(),
+    }
+
+
+def invert_region(
+    field: DisplacementField,
+    tile: Tile,
+    tolerance_um: float = 1e-3,
+    max_iterations: int = 200,
+) -> tuple[np.ndarray, dict]:
+    """The inverse field ``e`` over ``tile``'s core: ``e(y) = -d(y + e(y))``, iterated.
+
+    Reads the forward field around the core once (margin: the largest
+    displacement in the core plus 2 voxels). Returns ``e`` (core shape + (3,))
+    and a report: iterations, largest residual ``|e(y) + d(y + e(y))|`` in µm. Each
+    point iterates until its step is under ``tolerance_um`` (the iteration contracts
+    where ``|grad d| < 1``, i.e. where the forward map does not fold).
+    """
+    core = np.asarray(field.array[(*tile.slices("core"), slice(None))])
+    largest = float(np.sqrt((core.astype(np.float64) ** 2).sum(axis=-1)).max())
+    margin = np.ceil(largest / field.spacing).astype(int) + 2
+    low = np.maximum(np.array([a for a, _ in tile.core]) - margin, 0)
+    high = np.minimum(np.array([b for _, b in tile.core]) + margin, field.shape)
+    region = np.asarray(field.array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))])
+    local = DisplacementField(region, field.spacing, field.origin + low * field.spacing)
+    points = voxel_centres(tile.slices("core"), field.spacing, field.origin)
+    inverse = -core.reshape(-1, 3).astype(float)
+    active = np.arange(len(points))  # points not yet within the tolerance
+    iterations = 0
+    while len(active) and iterations < max_iterations:
+        iterations += 1
+        updated = -local.displacement(points[active] + inverse[active])
+        change = np.abs(updated - inverse[active]).max(axis=1)
+        inverse[active] = updated
+        active = active[change > tolerance_um]
+    check = points + inverse
+    residual = float(np.abs(inverse + local.displacement(check)).max()) if len(points) else 0.0
+    shape = tuple(stop - start for start, stop in tile.core)
+    return inverse.reshape(*shape, 3).astype(np.float32), {
+        "iterations": iterations,
+        "residual_um": residual,
+    }

@@ -1,0 +1,26 @@
+"""Rule `finish_field`: mark a field Zarr complete (provenance, region manifests)."""
+
+import json
+
+import zarr
+
+from bigstream_core import atomic
+from bigstream_core.logs import configure
+from bigstream_core.provenance import provenance
+
+log = configure(snakemake.log[0])
+with open(snakemake.input.store, encoding="utf-8") as handle:
+    store = json.load(handle)
+regions = []
+for path in snakemake.input.regions:
+    with open(path, encoding="utf-8") as handle:
+        regions.append(json.load(handle))
+array = zarr.open_array(store["store"], mode="r+")
+array.attrs.update({"complete": True, "bigstream": provenance(snakemake.config)})
+summary = {
+    "max_um": max(region["max_um"] for region in regions),
+    "jacobian_min": min(region["jacobian_min"] for region in regions),
+    "folded_voxels": sum(region["folded_voxels"] for region in regions),
+}
+atomic.write_json(snakemake.output[0], {**store, **summary, "regions": regions})
+log.info("finished %s, %d regions: %s", store["store"], len(regions), summary)

@@ -1,0 +1,198 @@
+"""Deformable registration: accuracy against a known deformation, no folding, no seams,
+the stitched field and its inverse, the API's output modes, carrying points."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bigstream_core.accuracy import foreground_ncc, foreground_points, points_inside
+from bigstream_core.api import apply_position_field, ransac_affine, tiled_deformable_align
+from bigstream_core.deform import DeformParams, register_tile
+from bigstream_core.displacement import (
+    DisplacementField,
+    create_store,
+    invert_region,
+    jacobian_determinant,
+    open_field,
+    stitch_region,
+    write_region,
+)
+from bigstream_core.io import open_image
+from bigstream_core.phantom import GroundTruth, preset, write_pair
+from bigstream_core.points import read_points, warp_points, write_points
+from bigstream_core.tiling import neighbours, overlap_voxels, tile_grid
+from bigstream_core.transforms import affine_map, chain
+
+BLOCKSIZE = (40, 80, 80)
+OVERLAP = overlap_voxels(BLOCKSIZE, 0.125)
+PARAMS = DeformParams(mask_threshold=150)  # the phantom's background is 100 +- 10 counts
+WHOLE = (slice(None),) * 3
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """'small' with a smooth deformation of up to 4.4 µm (5 voxels along z) on an affine."""
+    out = tmp_path_factory.mktemp("deform_pair")
+    spec = dataclasses.replace(preset("small"), deform_amplitude_um=4.4, deform_scale_um=18.0)
+    write_pair(out, spec)
+    images = {
+        (role, level): open_image(out / f"{role}.n5", level)
+        for role in ("fixed", "moving")
+        for level in ("lowres", "highres")
+    }
+    truth = GroundTruth.from_json(out / "truth.json")
+    affine = ransac_affine(
+        images["fixed", "lowres"], images["moving", "lowres"], None, None,
+        min_radius=1.5, max_radius=5, match_threshold=0.7, cc_radius=8,
+    )  # fmt: skip
+    return images, truth, affine
+
+
+@pytest.fixture(scope="module")
+def blocks(pair, tmp_path_factory):
+    """Every block's field, saved as the workflow's deform jobs save them."""
+    images, _, affine = pair
+    fixed = images["fixed", "highres"]
+    folder = tmp_path_factory.mktemp("blocks")
+    tiles = tile_grid(fixed.shape, BLOCKSIZE, OVERLAP)
+    rows = []
+    for tile in tiles:
+        field, row = register_tile(
+            fixed, images["moving", "highres"], affine_map(affine), tile, PARAMS
+        )
+        np.save(folder / f"{tile.id}.npy", field)
+        rows.append(row)
+    return tiles, folder, pd.DataFrame(rows)
+
+
+def stitched(blocks, fixed, overlap):
+    """The whole field stitched from the blocks with ``overlap`` voxels of blending."""
+    tiles, folder, _ = blocks
+    by_id = {tile.id: tile for tile in tiles}
+    field = np.zeros((*fixed.shape, 3), dtype=np.float32)
+    for tile in tiles:
+        field[tile.slices("core")] = stitch_region(
+            tile, neighbours(tile, by_id), fixed.shape, BLOCKSIZE, overlap,
+            lambda block: np.load(folder / f"{block.id}.npy", mmap_mode="r"),
+        )  # fmt: skip
+    return field
+
+
+def foreground(pair):
+    images, truth, _ = pair
+    fixed, moving = images["fixed", "highres"], images["moving", "highres"]
+    points = foreground_points(fixed, 40)
+    return points[points_inside(truth(points), moving)]
+
+
+def rms_voxels(transform, truth, points, spacing) -> float:
+    errors = (transform(points) - truth(points)) / np.asarray(spacing)
+    return float(np.sqrt((errors**2).sum(axis=1).mean()))
+
+
+def test_the_deformation_is_recovered_to_under_half_a_voxel_without_folding(pair, blocks):
+    images, truth, affine = pair
+    fixed = images["fixed", "highres"]
+    field = stitched(blocks, fixed, OVERLAP)
+    points = foreground(pair)
+    affine_only = affine_map(affine)
+    full = chain(affine_only, DisplacementField(field, fixed.spacing, fixed.origin))
+    before = rms_voxels(affine_only, truth, points, fixed.spacing)
+    after = rms_voxels(full, truth, points, fixed.spacing)
+    assert before > 1.0, before  # what the affine cannot explain is there to be found
+    print(f"RMS error over the fixed foreground: affine {before:.3f} -> deform {after:.3f} voxel")
+    assert after < 0.5, (before, after)
+    assert jacobian_determinant(field, fixed.spacing).min() > 0
+    low = (images["fixed", "lowres"], images["moving", "lowres"])
+    assert foreground_ncc(*low, full) > foreground_ncc(*low, affine_only) + 0.01
+    report = blocks[2]
+    assert (report["ncc_after"] >= report["ncc_before"]).all()
+
+
+def _boundary_jumps(field, axis, boundary):
+    """|d(x + 1) - d(x)| across ``boundary`` along ``axis`` and on the planes away from it."""
+    steps = np.abs(np.diff(field, axis=axis)).max(axis=-1)
+    steps = np.moveaxis(steps, axis, 0)
+    across = np.percentile(steps[boundary - 1], 99)
+    away = [np.percentile(steps[i], 99) for i in range(len(steps)) if abs(i - boundary + 1) > 6]
+    return across, float(np.median(away))
+
+
+def test_the_stitched_field_has_no_seams(pair, blocks):
+    fixed = pair[0]["fixed", "highres"]
+    blended = stitched(blocks, fixed, OVERLAP)
+    hard = stitched(blocks, fixed, (0, 0, 0))  # each core from its own block alone
+    seams = 0
+    for axis in range(3):
+        across, away = _boundary_jumps(blended, axis, BLOCKSIZE[axis])
+        assert across < 2 * away, (axis, across, away)
+        hard_across, _ = _boundary_jumps(hard, axis, BLOCKSIZE[axis])
+        seams += hard_across > 2 * away
+    assert seams >= 2  # the same check finds the seams of an unblended field: it can tell
+
+
+def test_the_inverse_field_undoes_the_forward_one(pair, blocks, tmp_path):
+    fixed = pair[0]["fixed", "highres"]
+    field = stitched(blocks, fixed, OVERLAP)
+    tiles = blocks[0]
+    forward = create_store(tmp_path / "field.zarr", fixed.shape, fixed.spacing, fixed.origin,
+                           BLOCKSIZE)  # fmt: skip
+    for tile in tiles:
+        write_region(forward, tile, field[tile.slices("core")])
+    forward.attrs["complete"] = True
+    inverse = create_store(tmp_path / "inverse.zarr", fixed.shape, fixed.spacing, fixed.origin,
+                           BLOCKSIZE)  # fmt: skip
+    for tile in tiles:
+        region, report = invert_region(open_field(tmp_path / "field.zarr"), tile)
+        assert report["residual_um"] < 1e-2
+        write_region(inverse, tile, region)
+    inverse.attrs["complete"] = True
+    points = foreground(pair)
+    there = open_field(tmp_path / "field.zarr")(points)
+    back = open_field(tmp_path / "inverse.zarr")(there)
+    assert np.abs(back - points).max() < 0.02  # µm
+    with pytest.raises(ValueError, match="not complete"):
+        create_store(tmp_path / "half.zarr", fixed.shape, fixed.spacing, fixed.origin, BLOCKSIZE)
+        open_field(tmp_path / "half.zarr")
+
+
+def test_api_field_and_its_output_modes(pair, blocks, tmp_path):
+    images, _, affine = pair
+    fixed, moving = images["fixed", "highres"], images["moving", "highres"]
+    field, report = tiled_deformable_align(
+        fixed, moving, None, None, BLOCKSIZE, global_affine=affine,
+        deform_kwargs={"mask_threshold": 150}, return_report=True,
+    )  # fmt: skip
+    assert np.array_equal(field, stitched(blocks, fixed, OVERLAP))  # same blocks, same blend
+    assert len(report) == len(blocks[0])
+    written = tiled_deformable_align(
+        fixed, moving, None, None, BLOCKSIZE, global_affine=affine,
+        deform_kwargs={"mask_threshold": 150}, write_path=tmp_path / "field.zarr",
+    )  # fmt: skip
+    assert np.array_equal(written[...], field)
+    args = (fixed, moving, None, None)
+    in_memory = apply_position_field(*args, field, (64, 64, 64), global_affine=affine)
+    lazy = apply_position_field(*args, field, (64, 64, 64), global_affine=affine, lazy=True)
+    from_path = apply_position_field(*args, tmp_path / "field.zarr", (64, 64, 64),
+                                     global_affine=affine,
+                                     write_path=tmp_path / "aligned.ome.zarr")  # fmt: skip
+    assert in_memory.dtype == moving.dtype and in_memory.shape == fixed.shape
+    assert np.array_equal(lazy.compute(), in_memory)
+    assert np.array_equal(from_path.read(WHOLE), in_memory)
+
+
+def test_points_tables_keep_their_columns_and_format(tmp_path):
+    table = pd.DataFrame({"z": [1.0, 2.0], "y": [3.0, 4.0], "x": [5.0, 6.0], "id": [7, 8]})
+    for name in ("spots.csv", "spots.tsv", "spots.parquet"):
+        write_points(tmp_path / name, table)
+        moved = warp_points(read_points(tmp_path / name), lambda p: p + 1.0)
+        assert list(moved.columns) == ["z", "y", "x", "id"]
+        assert np.allclose(moved[["z", "y", "x"]], table[["z", "y", "x"]] + 1.0)
+        assert list(moved["id"]) == [7, 8]
+    (tmp_path / "bad.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ValueError, match=r"bad.csv.*no column\(s\) \['z', 'y', 'x'\]"):
+        read_points(tmp_path / "bad.csv")
