@@ -3,20 +3,25 @@
 
     python benchmarks/run.py [--quick] [--sizes S 2S ...]
 
-Sizes are phantom presets (``bigstream_core.phantom.preset``) used as the level
-a stage works on: ``S`` is 150 x 250 x 450 voxels (a typical low-res level),
-``2S`` eight times that. ``--quick`` runs ``tiny`` and ``small`` only (about a
-minute). Stages measured so far:
+Sizes are phantom presets (``bigstream_core.phantom.preset``), with a smooth
+deformation of up to 4 µm on top of the affine, written as N5 with a
+``highres`` level of the preset's size and a ``lowres`` level (2x2x2 means),
+as the bigstream tutorial's data: ``S`` is 150 x 250 x 450 high-res voxels,
+``2S`` eight times that (the size of the tutorial's high-res level). The
+affine stages work on the low-res level, deform and resample on the high-res
+one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 
-- ``phantom``: rendering and writing both volumes of the pair (N5);
-- ``read``: reading the fixed volume once, block by block (the I/O floor);
-- ``global_affine``, ``local_affine``, ``resample``: the workflow's stages
-  through one real Snakemake run (``--cores 2``); per stage the sum of its
-  jobs' times and the largest ``max_rss`` of its jobs (Snakemake
-  ``benchmark:`` files), accuracy = mean TRE over the fixed foreground against
-  the known transform and NCC over the foreground; ``whole_workflow`` is the
-  run's wall time (DAG, job start-up and all);
-- ``global_affine_api``: the same stage in one process with
+- ``phantom``: rendering and writing both volumes of the pair (N5, two levels);
+- ``read``: reading the fixed high-res volume once, block by block (the I/O floor);
+- ``global_affine``, ``local_affine``, ``deform``, ``stitch_field``,
+  ``invert_field``, ``resample``: the workflow's stages through one real
+  Snakemake run (``--cores 2``); per stage the sum of its jobs' times, the
+  largest ``max_rss`` of its jobs and the longest job (Snakemake
+  ``benchmark:`` files); ``voxels`` is the level the stage works on;
+  accuracy = mean TRE over the fixed foreground against the known transform
+  and NCC over the foreground; ``whole_workflow`` is the run's wall time (DAG,
+  job start-up and all);
+- ``global_affine_api``: the global affine in one process with
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs).
 
 Every step runs in its own process; its peak memory comes from the kernel
@@ -43,23 +48,25 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 WORK = RESULTS / "work"
 
-# Key point parameters for the phantom's cells (radii 2-10 voxels).
-GLOBAL_AFFINE = {"min_radius": 2, "max_radius": 10, "cc_radius": 12, "nspots": 5000,
-                 "match_threshold": 0.7, "blocksize": [128, 128, 128]}  # fmt: skip
+# Key point parameters for the phantom's cells on the low-res level (radii 1-5 voxels).
+KEYPOINTS = {"min_radius": 1.5, "max_radius": 5, "match_threshold": 0.7}
+GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128]}
+LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [32, 64, 64], "overlap": 0.25,
+                "min_matches": 12}  # fmt: skip
+DEFORM = {"mask_threshold": 150}  # the phantom's background is 100 +- 10 counts
+DEFORM_UM = 4.0
 
 WRITE = """
-from bigstream_core.io import write_n5
-from bigstream_core.phantom import make_pair, preset
-fixed, moving, truth = make_pair(preset({size!r}))
-for name, data in (("fixed", fixed), ("moving", moving)):
-    write_n5(data, {out!r} + f"/{{name}}.n5", "level", preset({size!r}).spacing)
-truth.to_json({out!r} + "/truth.json")
+import dataclasses
+from bigstream_core.phantom import preset, write_pair
+spec = dataclasses.replace(preset({size!r}), deform_amplitude_um={deform!r})
+write_pair({out!r}, spec, ome_zarr=False)
 """
 READ = """
 import dask
 from bigstream_core.io import open_image
 with dask.config.set(scheduler="threads"):
-    open_image({out!r} + "/fixed.n5", "level").to_dask().sum().compute()
+    open_image({out!r} + "/fixed.n5", "highres").to_dask().sum().compute()
 """
 API = """
 import json, time
@@ -68,7 +75,7 @@ from bigstream_core.api import ransac_affine
 from bigstream_core.io import open_image
 from bigstream_core.phantom import GroundTruth
 from bigstream_core.transforms import affine_map
-fixed, moving = (open_image({out!r} + f"/{{n}}.n5", "level") for n in ("fixed", "moving"))
+fixed, moving = (open_image({out!r} + f"/{{n}}.n5", "lowres") for n in ("fixed", "moving"))
 params = {params!r}
 params.pop("blocksize")
 affine, report = ransac_affine(fixed, moving, None, None, **params, return_report=True)
@@ -102,7 +109,16 @@ def row_of(stage, size, voxels, wall, cpu, rss, **extra) -> dict:
 STAGE_RULES = {
     "global_affine": ("detect_keypoints", "match_keypoints", "fit_global_affine"),
     "local_affine": ("fit_local_affine", "settle_local_affines"),
+    "deform": ("deform_block",),
+    "stitch_field": ("stitch_field",),
+    "invert_field": ("invert_field",),
     "resample": ("resample_block", "finalize_aligned"),
+}
+LOWRES_STAGES = ("global_affine", "local_affine")
+ACCURACY_LABELS = {
+    "global_affine": "global affine",
+    "local_affine": "global affine + local affines",
+    "deform": "global affine + local affines + deformation",
 }
 
 
@@ -114,7 +130,7 @@ def job_benchmarks(folder: Path, rules: tuple[str, ...]) -> pd.DataFrame:
     return pd.concat([pd.read_csv(path, sep="\t") for path in paths])
 
 
-def workflow_stages(out: Path, size: str, voxels: int) -> list[dict]:
+def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
     """The workflow's stages through real Snakemake, one row per stage.
 
     ``wall_s`` sums the stage's job times (what a one-core machine would take),
@@ -122,12 +138,10 @@ def workflow_stages(out: Path, size: str, voxels: int) -> list[dict]:
     jobs' Snakemake benchmark files; a last row times the whole run.
     """
     work = out / "workflow"
-    local = {"min_radius": 2, "max_radius": 10, "cc_radius": 12, "blocksize": [64, 128, 128]}
     config = {
-        "fixed": {"path": str(out / "fixed.n5"), "lowres": "level", "highres": "level"},
-        "moving": {"path": str(out / "moving.n5"), "lowres": "level", "highres": "level"},
+        "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
         "output_dir": str(work / "results"), "ground_truth": str(out / "truth.json"),
-        "global_affine": GLOBAL_AFFINE, "local_affine": local,
+        "global_affine": GLOBAL_AFFINE, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
     }  # fmt: skip
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -139,21 +153,21 @@ def workflow_stages(out: Path, size: str, voxels: int) -> list[dict]:
     wall, cpu, _ = measure(command)
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     tre = {row["transform"]: row for row in accuracy}
-    labels = {"global_affine": "global affine", "local_affine": "global affine + local affines"}
     rows = []
     for stage, rules in STAGE_RULES.items():
         jobs = job_benchmarks(results / "benchmarks", rules)
-        extra = {"jobs": len(jobs)}
-        if stage in labels:
-            row = tre[labels[stage]]
+        extra = {"jobs": len(jobs), "max_job_s": round(jobs["s"].max(), 2)}
+        if stage in ACCURACY_LABELS:
+            row = tre[ACCURACY_LABELS[stage]]
             extra["accuracy"] = f"TRE {row['mean_um']:.3f} um, NCC {row['ncc_fg']:.3f}"
-        rows.append(row_of(stage, size, voxels, jobs["s"].sum(), jobs["cpu_time"].sum(),
+        level = voxels["lowres" if stage in LOWRES_STAGES else "highres"]
+        rows.append(row_of(stage, size, level, jobs["s"].sum(), jobs["cpu_time"].sum(),
                            jobs["max_rss"].max(), **extra))  # fmt: skip
     rows.append(
         row_of(
             "whole_workflow",
             size,
-            voxels,
+            voxels["highres"],
             wall,
             cpu,
             float("nan"),
@@ -169,19 +183,19 @@ def run(sizes: list[str]) -> pd.DataFrame:
     rows = []
     for size in sizes:
         spec = preset(size)
-        voxels = math.prod(spec.fixed_shape) + math.prod(spec.moving_shape)
+        high = math.prod(spec.fixed_shape) + math.prod(spec.moving_shape)
+        voxels = {"highres": high, "lowres": high // 8}  # both images
         out = WORK / size
         out.mkdir(parents=True, exist_ok=True)
-        rows.append(
-            row_of("phantom", size, voxels, *measure(python(WRITE.format(size=size, out=str(out)))))
-        )
+        write = WRITE.format(size=size, out=str(out), deform=DEFORM_UM)
+        rows.append(row_of("phantom", size, high, *measure(python(write))))
         fixed_voxels = math.prod(spec.fixed_shape)
         rows.append(row_of("read", size, fixed_voxels, *measure(python(READ.format(out=str(out))))))
         rows.extend(workflow_stages(out, size, voxels))
         api = measure(python(API.format(out=str(out), params=dict(GLOBAL_AFFINE))))
         report = json.loads((out / "api_report.json").read_text())
         points = report["fixed_points"] + report["moving_points"]
-        rows.append(row_of("global_affine_api", size, voxels, *api,
+        rows.append(row_of("global_affine_api", size, voxels["lowres"], *api,
                         accuracy=f"TRE {report['tre']['mean_um']:.3f} um",
                         points_per_s=round(points / api[0]),
                         matches_per_s=round(report["matches"] / api[0])))  # fmt: skip
@@ -193,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="tiny and small only (a minute)")
+    parser.add_argument("--quick", action="store_true", help="the small pair only (minutes)")
     parser.add_argument("--sizes", nargs="+", help="phantom presets to run (default: S 2S)")
     args = parser.parse_args()
     sizes = args.sizes or (["small"] if args.quick else ["S", "2S"])

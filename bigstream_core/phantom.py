@@ -678,13 +678,16 @@ def make_pair(spec: PhantomSpec) -> tuple[da.Array, da.Array, GroundTruth]:
     return images[0], images[1], scene.truth
 
 
-def write_pair(out_dir: str | os.PathLike, spec: PhantomSpec) -> dict[str, str]:
+def write_pair(
+    out_dir: str | os.PathLike, spec: PhantomSpec, ome_zarr: bool = True
+) -> dict[str, str]:
     """Write a pair and its truth under ``out_dir``.
 
     Writes ``fixed.n5`` and ``moving.n5`` (datasets ``highres``, and ``lowres``: the 2x2x2 mean
     of highres, trimmed to even sizes, rounded to the dtype), ``fixed.ome.zarr`` and
-    ``moving.ome.zarr`` (multiscale), ``truth.json`` (`GroundTruth.to_json`, with the spec as
-    metadata) and ``truth_affine.txt`` (the 4x4 ``A``). Returns the paths written, by name.
+    ``moving.ome.zarr`` (multiscale; skipped with ``ome_zarr=False``), ``truth.json``
+    (`GroundTruth.to_json`, with the spec as metadata) and ``truth_affine.txt`` (the 4x4
+    ``A``). Returns the paths written, by name.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -699,10 +702,11 @@ def write_pair(out_dir: str | os.PathLike, spec: PhantomSpec) -> dict[str, str]:
         if np.issubdtype(high.dtype, np.integer):
             mean = da.round(mean)
         write_n5(mean.astype(high.dtype), n5, "lowres", spec.spacing, (2, 2, 2), spec.chunks)
-        zarr_path = out / f"{image}.ome.zarr"
-        write_ome_zarr(zarr_path, high.to_dask(), spec.spacing, chunks=spec.chunks, name=image)
         written[f"{image}_n5"] = str(n5)
-        written[f"{image}_ome_zarr"] = str(zarr_path)
+        if ome_zarr:
+            zarr_path = out / f"{image}.ome.zarr"
+            write_ome_zarr(zarr_path, high.to_dask(), spec.spacing, chunks=spec.chunks, name=image)
+            written[f"{image}_ome_zarr"] = str(zarr_path)
     written["truth_json"] = str(out / "truth.json")
     truth.to_json(written["truth_json"], metadata={"phantom_spec": dataclasses.asdict(spec)})
     written["truth_affine"] = str(out / "truth_affine.txt")

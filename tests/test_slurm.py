@@ -34,15 +34,16 @@ def slurm():
 
 def test_the_workflow_runs_through_sbatch_in_groups(deformed_pair, tmp_path):
     config = pair_config(deformed_pair, tmp_path / "results", **demo_config())
+    config["local_affine"]["enabled"] = False  # fewer DAG layers (each costs status polls)
     result = run_snakemake(tmp_path, config, profile="slurm-ci", timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     accuracy = json.loads((tmp_path / "results" / "qc" / "accuracy.json").read_text())
-    assert accuracy["transform"] == "global affine + local affines + deformation"
-    assert accuracy["mean_um"] < 0.3
+    assert accuracy["transform"] == "global affine + deformation"
+    assert accuracy["mean_um"] < 0.4
     # jobs really went through sbatch, tile jobs bundled in groups
     slurm_logs = tmp_path / ".snakemake" / "slurm_logs"
-    for group in ("keypoints", "deform_blocks", "field_regions"):
+    for group in ("keypoints", "deform_blocks", "field_regions", "inverse_regions"):
         assert any(slurm_logs.glob(f"group_{group}*/*.log")), sorted(slurm_logs.rglob("*"))
     assert any(slurm_logs.glob("rule_match_keypoints/*.log"))
     assert "has been submitted with SLURM jobid" in log

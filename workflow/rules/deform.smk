@@ -108,7 +108,7 @@ rule invert_field:
     benchmark:
         out("benchmarks", "invert_field", "{tile}.tsv")
     group:
-        "field_regions"
+        "inverse_regions"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
