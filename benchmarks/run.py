@@ -51,7 +51,7 @@ WORK = RESULTS / "work"
 # Key point parameters for the phantom's cells on the low-res level (radii 1-5 voxels).
 KEYPOINTS = {"min_radius": 1.5, "max_radius": 5, "match_threshold": 0.7}
 GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128]}
-LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [32, 64, 64], "overlap": 0.25,
+LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [64, 128, 128], "overlap": 0.25,
                 "min_matches": 12}  # fmt: skip
 DEFORM = {"mask_threshold": 150}  # the phantom's background is 100 +- 10 counts
 DEFORM_UM = 4.0
