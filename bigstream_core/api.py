@@ -33,10 +33,22 @@ import numpy as np
 import pandas as pd
 
 from bigstream_core.deform import DeformParams, register_tile
-from bigstream_core.displacement import DisplacementField, create_store, open_field, stitch_region
+from bigstream_core.displacement import (
+    DisplacementField,
+    create_store,
+    invert_region,
+    open_field,
+    stitch_region,
+)
 from bigstream_core.global_affine import fit_global_affine, image_keypoints, match_images
 from bigstream_core.io import Image, array_image, write_ome_zarr
-from bigstream_core.local_affine import field_from_grid, fit_tile, settle_tiles
+from bigstream_core.local_affine import (
+    LocalAffineField,
+    field_from_grid,
+    fit_tile,
+    invert_field,
+    settle_tiles,
+)
 from bigstream_core.resample import resample
 from bigstream_core.tiling import neighbours, overlap_voxels, tile_grid
 from bigstream_core.transforms import affine_map, chain
@@ -200,16 +212,25 @@ def affine_stages(
     coarser than ``fixed``) may be None; so may ``global_affine`` (identity).
     """
     global_affine = np.eye(4) if global_affine is None else np.asarray(global_affine, float)
-    if local_affines is None:
+    local = local_field(fixed, local_affines, local_blocksize, local_overlap, level_factor)
+    if local is None:
         return affine_map(global_affine)
+    return chain(affine_map(global_affine), local)
+
+
+def local_field(
+    fixed: Image, local_affines, local_blocksize, local_overlap: float = 0.125, level_factor=1
+) -> LocalAffineField | None:
+    """The blended local affine field of a tile grid (None without ``local_affines``)."""
+    if local_affines is None:
+        return None
     if local_blocksize is None:
         raise ValueError("local_affines given without the blocksize they were fitted with")
     factor = np.broadcast_to(np.asarray(level_factor, dtype=float), (3,))
     spacing = np.asarray(fixed.spacing) * factor
     origin = np.asarray(fixed.origin) + (factor - 1) / 2 * np.asarray(fixed.spacing)
     overlap_vox = overlap_voxels(local_blocksize, local_overlap)
-    field = field_from_grid(local_affines, local_blocksize, overlap_vox, spacing, origin)
-    return chain(affine_map(global_affine), field)
+    return field_from_grid(local_affines, local_blocksize, overlap_vox, spacing, origin)
 
 
 def _output(aligned, fixed: Image, write_path, lazy: bool, chunks):
@@ -319,3 +340,64 @@ def apply_position_field(
     chunks = tuple(blocksize)
     aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, order, chunks)
     return _output(aligned, fixed, write_path, lazy, chunks)
+
+
+def invert_displacement_field(
+    field, fix_spacing, blocksize=(128, 128, 128), origin=(0.0, 0.0, 0.0), write_path=None
+):
+    """The inverse ``e`` of a displacement field ``d`` (Z, Y, X, 3) µm on a grid of
+    ``fix_spacing`` µm: ``y + e(y)`` undoes ``x + d(x)``, computed region by region
+    (``blocksize`` voxels) by fixed-point iteration. A numpy array, or with
+    ``write_path`` a Zarr written region by region (the Zarr array is returned)."""
+    displacement = DisplacementField(field, fix_spacing, origin)
+    shape = tuple(int(n) for n in displacement.shape)
+    if write_path is not None:
+        output = create_store(write_path, shape, fix_spacing, origin, blocksize)
+    else:
+        output = np.zeros((*shape, 3), dtype=np.float32)
+    for tile in tile_grid(shape, blocksize):
+        region, _ = invert_region(displacement, tile)
+        output[(*tile.slices("core"), slice(None))] = region
+    if write_path is not None:
+        output.attrs["complete"] = True
+    return output
+
+
+def transform_points(
+    points,
+    fix_spacing,
+    global_affine=None,
+    local_affines=None,
+    field=None,
+    inverse_field=None,
+    to_moving: bool = True,
+    origin=(0.0, 0.0, 0.0),
+    local_blocksize=None,
+    local_overlap: float = 0.125,
+    local_level_factor=1,
+):
+    """Points (N, 3) µm z y x carried through the registration.
+
+    ``to_moving=True``: fixed -> moving, ``G(L(x + d(x)))``; ``False``: moving ->
+    fixed, ``x = y' + e(y')`` with ``y' = L^-1(G^-1(y))``, which needs
+    ``inverse_field`` (:func:`invert_displacement_field`) when a ``field`` was
+    used. Both fields live on the fixed grid (``fix_spacing``, ``origin``);
+    ``local_*`` as in :func:`affine_stages`, the factor relative to that grid.
+    """
+    grid = array_image(np.zeros((1, 1, 1), np.uint8), fix_spacing, origin)
+    global_affine = np.eye(4) if global_affine is None else np.asarray(global_affine, float)
+    local = local_field(grid, local_affines, local_blocksize, local_overlap, local_level_factor)
+    points = np.asarray(points, dtype=float)
+    if to_moving:
+        maps = [affine_map(global_affine)] + ([] if local is None else [local])
+        if field is not None:
+            maps.append(DisplacementField(field, fix_spacing, origin))
+        return chain(*maps)(points)
+    if field is not None and inverse_field is None:
+        raise ValueError("moving -> fixed through a deformation needs its inverse_field")
+    result = affine_map(np.linalg.inv(global_affine))(points)
+    if local is not None:
+        result = invert_field(local, result)
+    if inverse_field is not None:
+        result = DisplacementField(inverse_field, fix_spacing, origin)(result)
+    return result

@@ -15,6 +15,15 @@ def run_summary(out_dir: str, grids: dict[str, list[Tile]]) -> str:
     lines.append(f"  plan:    {os.path.join(out_dir, 'plan', 'images.json')}")
     for name, tiles in grids.items():
         lines.append(f"    grid {name}: {len(tiles)} tiles")
+    field_path = os.path.join(out_dir, "transform", "field.json")
+    if os.path.exists(field_path):
+        with open(field_path, encoding="utf-8") as handle:
+            field = json.load(handle)
+        lines.append(
+            f"  deformation: {field['store']}: largest displacement {field['max_um']:.2f} um, "
+            f"smallest Jacobian determinant {field['jacobian_min']:.3f}, "
+            f"{field['folded_voxels']} folded voxels"
+        )
     accuracy_path = os.path.join(out_dir, "qc", "accuracy.json")
     if os.path.exists(accuracy_path):
         with open(accuracy_path, encoding="utf-8") as handle:

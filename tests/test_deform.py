@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from bigstream_core.accuracy import foreground_ncc, foreground_points, points_inside
-from bigstream_core.api import apply_position_field, ransac_affine, tiled_deformable_align
+from bigstream_core.api import (
+    apply_position_field,
+    invert_displacement_field,
+    ransac_affine,
+    tiled_deformable_align,
+    transform_points,
+)
 from bigstream_core.deform import DeformParams, register_tile
 from bigstream_core.displacement import (
     DisplacementField,
@@ -196,3 +202,20 @@ def test_points_tables_keep_their_columns_and_format(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b,c\n1,2,3\n")
     with pytest.raises(ValueError, match=r"bad.csv.*no column\(s\) \['z', 'y', 'x'\]"):
         read_points(tmp_path / "bad.csv")
+
+
+def test_api_inverse_and_points_round_trip(pair, blocks):
+    images, truth, affine = pair
+    fixed = images["fixed", "highres"]
+    field = stitched(blocks, fixed, OVERLAP)
+    inverse = invert_displacement_field(field, fixed.spacing, BLOCKSIZE, fixed.origin)
+    points = foreground(pair)
+    kwargs = dict(global_affine=affine, field=field, origin=fixed.origin)
+    in_moving = transform_points(points, fixed.spacing, **kwargs)
+    voxel = float(np.mean(fixed.spacing))
+    assert np.linalg.norm(in_moving - truth(points), axis=1).mean() < 0.25 * voxel
+    back = transform_points(in_moving, fixed.spacing, **kwargs, inverse_field=inverse,
+                            to_moving=False)  # fmt: skip
+    assert np.abs(back - points).max() < 0.02  # µm
+    with pytest.raises(ValueError, match="inverse_field"):
+        transform_points(in_moving, fixed.spacing, **kwargs, to_moving=False)
