@@ -33,7 +33,9 @@ def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
 
 
 LOCAL_TILE_WORKING_COPIES = 16  # keypoint arrays for two images + the warped moving tile
-RESAMPLE_BYTES_PER_VOXEL = 150  # float64 coordinates (3 x 3 temporaries) + values + source region
+# float64 coordinates (3 x 3 temporaries) + values + source region + the displacement field's
+# part over the block: a 128^3 block measured 696 MB with a deformation (2S), asked 790 MB.
+RESAMPLE_BYTES_PER_VOXEL = 220
 
 
 def local_tile_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
@@ -47,8 +49,13 @@ def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
     return int((BASELINE_MB + block_voxels * RESAMPLE_BYTES_PER_VOXEL / 2**20) * attempt)
 
 
-DEFORM_BYTES_PER_VOXEL = 160  # the moving block resampled (as above) + ~20 float32 working arrays
-FIELD_REGION_BYTES_PER_VOXEL = 150  # float64 points and displacements (3 each) + float32 fields
+# Deform blocks, measured 2026-11-26 (benchmarks, S and 2S pairs): 740-1055 MB for a
+# 160^3 halo (4.1 M voxels), 620-834 MB for 3.3 M voxels, at either image size; asked:
+# 1210 MB for 4.1 M voxels (15 % over the largest). Field regions (128^3): stitching
+# 403-467 MB, inverting 695 MB (S) and 960 MB (2S: larger displacements, a wider margin
+# read around the region); asked 1050 MB.
+DEFORM_BYTES_PER_VOXEL = 220  # the moving block resampled (as above) + ~20 float32 working arrays
+FIELD_REGION_BYTES_PER_VOXEL = 350  # float64 points and displacements (3 each) + the field around the region
 
 
 def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
