@@ -55,7 +55,7 @@ def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
 # 403-467 MB, inverting 695 MB (S) and 960 MB (2S: larger displacements, a wider margin
 # read around the region); asked 1050 MB.
 DEFORM_BYTES_PER_VOXEL = 220  # the moving block resampled (as above) + ~20 float32 working arrays
-FIELD_REGION_BYTES_PER_VOXEL = 350  # float64 points and displacements (3 each) + the field around the region
+FIELD_REGION_BYTES_PER_VOXEL = 350  # float64 points, displacements (3 each), the field read
 
 
 def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
