@@ -74,9 +74,15 @@ def test_dry_run_lists_every_job_without_writing(tiny_pair, tmp_path):
     result = run_snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ("plan", "detect_keypoints", "match_keypoints", "fit_global_affine",
-                 "fit_local_affine", "settle_local_affines", "resample_block", "all"):  # fmt: skip
+                 "fit_local_affine", "settle_local_affines", "deform_block", "stitch_field",
+                 "invert_field", "finish_field", "resample_block", "all"):  # fmt: skip
         assert rule in result.stdout
     assert not (tmp_path / "results").exists()
+    config["deform"] = {"enabled": False}
+    result = run_snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resample_block" in result.stdout and "deform_block" not in result.stdout
+    assert "invert_field" not in result.stdout
 
 
 def test_plan_records_images_in_zyx_and_the_grids(finished_run, deformed_pair):
