@@ -189,7 +189,8 @@ def register_level(
                 break
             step *= 0.5
         field = _smooth(best_field + direction * step, params.field_sigma)
-    return best_field, {"metric_before": first, "metric_after": best, "iterations": runs}
+    after = best if runs else first  # no iteration asked: nothing measured
+    return best_field, {"metric_before": first, "metric_after": after, "iterations": runs}
 
 
 def register_block(
