@@ -34,7 +34,12 @@ def slurm():
 
 def test_the_workflow_runs_through_sbatch_in_groups(deformed_pair, tmp_path):
     config = pair_config(deformed_pair, tmp_path / "results", **demo_config())
+    # Fewer, larger tiles than the demo: a group job runs its members one after another on
+    # the CI node, so its time grows with their number; each stage still has 2 tiles.
     config["local_affine"]["enabled"] = False  # fewer DAG layers (each costs status polls)
+    config["global_affine"]["blocksize"] = [40, 80, 80]
+    config["deform"]["blocksize"] = [40, 160, 160]
+    config["resample"]["blocksize"] = [80, 160, 80]
     result = run_snakemake(tmp_path, config, profile="slurm-ci", timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
