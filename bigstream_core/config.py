@@ -86,6 +86,13 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
             "`deform.iterations`, `deform.shrink_factors` and `deform.smooth_sigmas` give one "
             f"value per resolution level and must have the same length; got {lengths}"
         )
+    names = [Path(entry["path"]).name for entry in config.get("points", [])]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        problems.append(
+            f"`points` lists more than one table named {repeated}: each is written to "
+            "<output_dir>/points/<file name>_in_<space>, so file names must differ"
+        )
     return problems
 
 

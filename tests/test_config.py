@@ -77,6 +77,16 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
         ({"global_affine": {"on_failure": "ignore"}}, r"expected one of \['error', 'identity'\]"),
         ({"global_affine": {"min_radius": 30}}, r"`global_affine.min_radius` = 30 is larger than"),
         ({"deform": {"iterations": [10, 10, 10]}}, r"must have the same length"),
+        (
+            {
+                "points": [
+                    {"path": "a/spots.csv", "space": "moving"},
+                    {"path": "b/spots.csv", "space": "fixed"},
+                ]
+            },  # fmt: skip
+            r"`points` lists more than one table named \['spots.csv'\]",
+        ),
+        ({"points": [{"path": "spots.txt", "space": "moving"}]}, r"`points.0.path` = 'spots.txt'"),
     ],
 )
 def test_schema_errors_name_key_value_and_expectation(change, expected):
