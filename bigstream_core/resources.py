@@ -4,7 +4,7 @@ Checked against the jobs' measured peak (Snakemake ``benchmark:`` max_rss) on
 the S and 2S benchmark pairs, 2026-11-26: key points 301-336 MB measured vs
 567 MB asked for a 168^3-voxel halo; matching 531-654 vs 741 (5000 points,
 cc_radius 12); a local tile 413-435 vs 475; a 128^3 resample block 546-565
-vs 650.
+(session 1, affines only) and 696 with a deformation (session 2) vs 790.
 
 A Zarr or N5 input is a folder whose size says nothing (Snakemake reads ~0 MB),
 so memory comes from how many voxels a job holds and in how many working
