@@ -32,6 +32,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from bigstream_core.affine_field import LocalAffineField, field_from_grid, invert_field
 from bigstream_core.deform import DeformParams, register_tile
 from bigstream_core.displacement import (
     DisplacementField,
@@ -42,13 +43,7 @@ from bigstream_core.displacement import (
 )
 from bigstream_core.global_affine import fit_global_affine, image_keypoints, match_images
 from bigstream_core.io import Image, array_image, write_ome_zarr
-from bigstream_core.local_affine import (
-    LocalAffineField,
-    field_from_grid,
-    fit_tile,
-    invert_field,
-    settle_tiles,
-)
+from bigstream_core.local_affine import fit_tile, settle_tiles
 from bigstream_core.resample import resample
 from bigstream_core.tiling import neighbours, overlap_voxels, tile_grid
 from bigstream_core.transforms import affine_map, chain

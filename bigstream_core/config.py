@@ -17,12 +17,14 @@ Axis order of every list is z, y, x; physical units are µm.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from bigstream_core.io import Image, ImageError, open_image
+
+if TYPE_CHECKING:
+    import jsonschema
 
 IMAGE_ROLES = ("fixed", "moving")
 LEVELS = ("lowres", "highres")
@@ -101,6 +103,8 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> None:
 
     Raises :class:`ConfigError` listing every problem found, one per line.
     """
+    import jsonschema  # here: jobs that only open the images never validate
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     problems = [_describe(error) for error in errors]

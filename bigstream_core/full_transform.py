@@ -13,8 +13,8 @@ import json
 
 import numpy as np
 
+from bigstream_core.affine_field import invert_field, read_field
 from bigstream_core.displacement import open_field
-from bigstream_core.local_affine import invert_field, read_field
 from bigstream_core.transforms import PointMap, affine_map, chain, read_affine
 
 STAGE_NAMES = {"global": "global affine", "local": "local affines", "deform": "deformation"}

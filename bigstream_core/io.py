@@ -25,14 +25,15 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numcodecs
 import numpy as np
-import tensorstore as ts
 import zarr
-from dask.base import tokenize
+
+if TYPE_CHECKING:  # dask and tensorstore are imported where used: a job's start-up stays short
+    import dask.array as da
+    import tensorstore as ts
 
 __all__ = ["Image", "ImageError", "open_image", "write_n5", "write_ome_zarr", "write_zarr"]
 
@@ -108,6 +109,8 @@ class Image:
     @cached_property
     def _source(self) -> Any:
         """The opened store, indexable in z, y, x order (tensorstore view or zarr array)."""
+        import tensorstore as ts
+
         if self.format == "n5":
             spec = {"driver": "n5", "kvstore": _file_kvstore(self.path), "path": self.dataset or ""}
             return ts.open(spec, read=True, open=True).result().T
@@ -130,6 +133,8 @@ class Image:
         Each dask block reads only its own region of the store, so it works with any scheduler
         (threads by default); the handle is re-opened per process when pickled.
         """
+        import dask.array as da
+
         name = f"image-{self.format}-{_token(self)}"
         return da.from_array(
             self,
@@ -160,6 +165,8 @@ class Image:
 
 def _token(image: Image) -> str:
     """Deterministic dask name token of an image's identity and metadata."""
+    from dask.base import tokenize
+
     return tokenize(image.path, image.dataset, image.shape, str(image.dtype), image.chunks)
 
 
@@ -592,6 +599,8 @@ def _check_spacing(value: Any, source: str) -> tuple[float, float, float]:
 
 def _as_dask(array: Any, chunks: tuple[int, int, int] | None, where: str) -> da.Array:
     """`array` (numpy or dask, z y x) as a dask array chunked like the storage chunks."""
+    import dask.array as da
+
     if not isinstance(array, da.Array):
         array = np.asarray(array)
     if array.ndim != 3 or 0 in array.shape:
@@ -646,6 +655,9 @@ def write_n5(
     All metadata is written x y z (N5 order): ``dimensions``, ``blockSize``,
     ``pixelResolution`` ``{"dimensions": [x, y, z], "unit": "um"}``, ``downsamplingFactors``.
     """
+    import dask.array as da
+    import tensorstore as ts
+
     path = os.fspath(path)
     where = _where(path, dataset)
     resolution = _check_spacing(pixel_resolution, f"{where}: pixel_resolution")
@@ -700,6 +712,8 @@ def write_zarr(
         chunks: z y x chunk shape (default `DEFAULT_CHUNKS`, clipped to the shape).
         zarr_format: 2 or 3.
     """
+    import dask.array as da
+
     path = os.fspath(path)
     where = _where(path, dataset)
     attributes = {}
@@ -749,6 +763,8 @@ def write_ome_zarr(
         name: multiscale name (default: the folder name).
         attrs: extra group attributes (e.g. provenance), merged in beside ``multiscales``.
     """
+    import dask.array as da
+
     data = _as_dask(array, chunks, os.fspath(path))
     level = create_ome_zarr(path, data.shape, data.dtype, chunks)
     da.store(data.rechunk(level.chunks), level, lock=False)
@@ -781,6 +797,8 @@ def finish_ome_zarr(
     attrs: dict | None = None,
 ) -> Image:
     """Add the pyramid (levels 1..n from level "0", block by block) and the OME metadata."""
+    import dask.array as da
+
     path = os.fspath(path)
     spacing = _check_spacing(spacing, f"{path}: spacing")
     origin = tuple(_number(o, f"{path}: origin {origin!r}") for o in origin)
@@ -860,6 +878,8 @@ def _create_ome_level(group: zarr.Group, name: str, shape, dtype, chunks: Any) -
 
 def _write_ome_level(group: zarr.Group, name: str, data: da.Array, chunks: Any) -> zarr.Array:
     """Store `data` block-wise as level `name`."""
+    import dask.array as da
+
     level = _create_ome_level(group, name, data.shape, data.dtype, chunks)
     da.store(data.rechunk(level.chunks), level, lock=False)
     return level
@@ -867,6 +887,8 @@ def _write_ome_level(group: zarr.Group, name: str, data: da.Array, chunks: Any) 
 
 def _downsample_mean(data: da.Array, factors: tuple[int, ...], chunks: tuple) -> da.Array:
     """Block mean over `factors` (z y x), edge-padded to a multiple; output chunks `chunks`."""
+    import dask.array as da
+
     pad = [(0, -n % f) for n, f in zip(data.shape, factors, strict=True)]
     if any(after for _, after in pad):
         data = da.pad(data, pad, mode="edge")
@@ -895,6 +917,8 @@ class ArrayImage(Image):
 
     def to_dask(self, chunks: Any = None) -> da.Array:
         """The array as dask, chunked like ``chunks`` (default: the whole array in 64^3 blocks)."""
+        import dask.array as da
+
         return da.from_array(self.data, chunks=self.chunks if chunks is None else chunks)
 
 

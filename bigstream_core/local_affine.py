@@ -6,27 +6,20 @@ image *already under the global affine* ``G``, so the full transform is
 degenerate fit, no content) or disagree with their neighbours get the average
 of their neighbours' affines, repeated until every tile has one.
 
-The blended field ``L(x) = sum_t w_t(x) L_t(x)`` uses separable weights that
-are 1 in a tile's core, 0 beyond its overlap, and pass smoothly (``sin^2``)
-from one tile to the next across the overlap, so they sum to 1 everywhere and
-the field has no seams. Tile edges are physical (µm), so the same field serves
-the low-res grid it was fitted on and the high-res grid it is applied to.
+The settled grid of affines becomes the blended field of
+``bigstream_core.affine_field`` (``L(x) = sum_t w_t(x) L_t(x)``, no seams).
 Points and matrices are µm, z y x.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
-from bigstream_core.atomic import write_json
-from bigstream_core.blending import axis_weights
 from bigstream_core.io import Image, array_image
 from bigstream_core.keypoints import COLUMNS, tile_keypoints
 from bigstream_core.matching import match_near
@@ -37,7 +30,6 @@ from bigstream_core.transforms import affine_map, apply_affine
 
 # Enough to find a 25 %-inlier set with probability 0.9997; a tile that fails costs no more.
 TILE_RANSAC_TRIALS = 2000
-FIELD_CONVENTION = "L(x) = sum_t w_t(x) A_t x; fixed -> fixed under the global affine; um, zyx"
 REPORT_COLUMNS = ["tile", "fixed_points", "moving_points", "matches", "inliers",
                   "residual_median_um", "status"]  # fmt: skip
 
@@ -165,113 +157,6 @@ def find_outliers(
             own = apply_affine(affines[index], centre[None])[0]
             outliers[index] = np.linalg.norm(own - np.median(guesses, axis=0)) > tolerance
     return outliers
-
-
-@dataclass(frozen=True)
-class LocalAffineField:
-    """Blended local affines: ``L(x) = sum_t w_t(x) A_t x``.
-
-    ``affines`` (tz, ty, tx, 4, 4); ``edges[a]`` the physical (µm) boundaries
-    between neighbouring tile cores along axis ``a`` (tiles - 1 values);
-    ``overlap[a]`` the half-width (µm) of the blend across each boundary.
-    """
-
-    affines: np.ndarray
-    edges: tuple[np.ndarray, np.ndarray, np.ndarray]
-    overlap: tuple[float, float, float]
-
-    def axis_weights(self, axis: int, coordinates: np.ndarray) -> tuple[int, np.ndarray]:
-        """Weights along one axis of the tiles that reach ``coordinates``.
-
-        Returns ``(first, weights)``: ``weights[:, k]`` belongs to tile
-        ``first + k``; rows sum to 1. Only tiles whose span (core plus blend)
-        meets the coordinates' range are included, so a block's cost does not
-        grow with the number of tiles in the image.
-        """
-        return axis_weights(self.edges[axis], self.overlap[axis], coordinates)
-
-    def __call__(self, points: np.ndarray) -> np.ndarray:
-        """``L(points)``: (N, 3) µm z y x -> (N, 3) µm."""
-        points = np.asarray(points, dtype=float)
-        if len(points) == 0:
-            return points.copy()
-        axes = [self.axis_weights(axis, points[:, axis]) for axis in range(3)]
-        result = np.zeros_like(points)
-        for local in itertools.product(*(range(w.shape[1]) for _, w in axes)):
-            w = np.prod(
-                [weights[:, k] for (_, weights), k in zip(axes, local, strict=True)], axis=0
-            )
-            used = w > 0
-            if used.any():
-                index = tuple(first + k for (first, _), k in zip(axes, local, strict=True))
-                result[used] += w[used, None] * apply_affine(self.affines[index], points[used])
-        return result
-
-
-def invert_field(
-    field: LocalAffineField, points: np.ndarray, tolerance: float = 1e-4, max_iterations: int = 100
-) -> np.ndarray:
-    """``L^-1(points)`` (N, 3) µm z y x, by the iteration ``u <- u + J^-1 (v - L(u))``.
-
-    ``J`` is the mean linear part of the tile affines; the blend is close to
-    affine, so this converges in a few steps. Raises ``ValueError`` when a point
-    is not within ``tolerance`` µm after ``max_iterations``.
-    """
-    targets = np.asarray(points, dtype=float)
-    linear = field.affines[..., :3, :3].reshape(-1, 3, 3).mean(axis=0)
-    step = np.linalg.inv(linear).T
-    estimate = targets.copy()
-    for _ in range(max_iterations):
-        residual = targets - field(estimate)
-        if len(residual) == 0 or np.abs(residual).max() <= tolerance:
-            return estimate
-        estimate = estimate + residual @ step
-    worst = float(np.abs(targets - field(estimate)).max())
-    raise ValueError(
-        f"local affine field not inverted: {worst:.3g} um off after {max_iterations} steps"
-    )
-
-
-def write_field(path, field: LocalAffineField) -> None:
-    """Save a blended field as JSON (affines, tile edges and blend half-widths in µm)."""
-    write_json(
-        path,
-        {
-            "convention": FIELD_CONVENTION,
-            "affines": field.affines.tolist(),
-            "edges_um": [edges.tolist() for edges in field.edges],
-            "overlap_um": list(field.overlap),
-        },
-    )
-
-
-def read_field(path) -> LocalAffineField:
-    """Load a field written by :func:`write_field`."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    edges = tuple(np.asarray(e, dtype=float) for e in data["edges_um"])
-    return LocalAffineField(
-        np.asarray(data["affines"], dtype=float), edges, tuple(data["overlap_um"])
-    )
-
-
-def field_from_grid(
-    affines: np.ndarray, blocksize, overlap_vox, spacing, origin
-) -> LocalAffineField:
-    """The blended field of a grid of tile affines (tz, ty, tx, 4, 4).
-
-    The tiles were cut with ``blocksize`` and ``overlap_vox`` voxels (z, y, x)
-    from a level with ``spacing`` and ``origin`` (µm): tile cores start at
-    multiples of the block size, so the grid's shape gives every edge.
-    """
-    affines = np.asarray(affines, dtype=float)
-    spacing, origin = np.asarray(spacing, dtype=float), np.asarray(origin, dtype=float)
-    edges = tuple(
-        origin[axis] + (np.arange(1, affines.shape[axis]) * blocksize[axis] - 0.5) * spacing[axis]
-        for axis in range(3)
-    )
-    overlap = tuple(float(o * s) for o, s in zip(overlap_vox, spacing, strict=True))
-    return LocalAffineField(affines, edges, overlap)
 
 
 def tile_centres(tiles: list[Tile], image: Image, grid_shape) -> np.ndarray:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 import zarr
 from scipy import ndimage
 
 from bigstream_core.io import Image
 from bigstream_core.tiling import Tile
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -89,6 +92,8 @@ def resample(
     chunks: tuple[int, int, int] = (64, 64, 64),
 ) -> da.Array:
     """Lazy dask array (fixed grid, moving dtype) of the moving image under ``transform``."""
+
+    import dask.array as da  # here: the per-block jobs never need dask
 
     def block(block_info=None):
         location = block_info[None]["array-location"]

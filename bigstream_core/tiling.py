@@ -12,8 +12,11 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 TILE_ID_PATTERN = r"z\d+_y\d+_x\d+"
 _TILE_ID = re.compile(r"z(\d+)_y(\d+)_x(\d+)")
@@ -114,4 +117,6 @@ def grid_table(tiles: list[Tile]) -> pd.DataFrame:
                 row[f"{name}_{axis}0"] = start
                 row[f"{name}_{axis}1"] = stop
         rows.append(row)
+    import pandas as pd  # here, not at the top: jobs that only cut tiles stay light
+
     return pd.DataFrame(rows)

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 
 from bigstream_core import atomic
+from bigstream_core.affine_field import field_from_grid, write_field
 from bigstream_core.config import open_config_images
-from bigstream_core.local_affine import REPORT_COLUMNS, field_from_grid, settle_tiles, write_field
+from bigstream_core.local_affine import REPORT_COLUMNS, settle_tiles
 from bigstream_core.logs import configure
 from bigstream_core.plan import overlapping_grid
 from bigstream_core.tiling import overlap_voxels

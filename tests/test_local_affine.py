@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 
 from bigstream_core.accuracy import evaluate, foreground_ncc
+from bigstream_core.affine_field import LocalAffineField, field_from_grid
 from bigstream_core.api import apply_local_affines, ransac_affine, tiled_ransac_affine
 from bigstream_core.io import array_image, open_image
-from bigstream_core.local_affine import (
-    LocalAffineField,
-    field_from_grid,
-    fill_missing,
-    find_outliers,
-)
+from bigstream_core.local_affine import fill_missing, find_outliers
 from bigstream_core.phantom import GroundTruth
 from bigstream_core.transforms import affine_map, chain
 

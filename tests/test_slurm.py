@@ -48,7 +48,7 @@ def test_the_workflow_runs_through_sbatch_in_groups(deformed_pair, tmp_path):
     assert accuracy["mean_um"] < 0.4
     # jobs really went through sbatch, tile jobs bundled in groups
     slurm_logs = tmp_path / ".snakemake" / "slurm_logs"
-    for group in ("keypoints", "deform_blocks", "field_regions", "inverse_regions"):
+    for group in ("keypoints", "deform_blocks", "field_regions"):
         assert any(slurm_logs.glob(f"group_{group}*/*.log")), sorted(slurm_logs.rglob("*"))
     assert any(slurm_logs.glob("rule_match_keypoints/*.log"))
     assert "has been submitted with SLURM jobid" in log

@@ -17,9 +17,9 @@ from ome_zarr_models.v04 import Image as OmeImage
 from skimage.filters import threshold_otsu
 
 from bigstream_core.accuracy import grid_points, points_inside
+from bigstream_core.affine_field import read_field
 from bigstream_core.displacement import jacobian_determinant, open_field
 from bigstream_core.io import open_image
-from bigstream_core.local_affine import read_field
 from bigstream_core.phantom import GroundTruth
 from bigstream_core.resample import resample
 from bigstream_core.tiling import tile_grid
@@ -75,9 +75,17 @@ def test_dry_run_lists_every_job_without_writing(tiny_pair, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ("plan", "detect_keypoints", "match_keypoints", "fit_global_affine",
                  "fit_local_affine", "settle_local_affines", "deform_block", "stitch_field",
-                 "invert_field", "finish_field", "resample_block", "all"):  # fmt: skip
+                 "finish_field", "resample_block", "all"):  # fmt: skip
         assert rule in result.stdout
+    assert "invert_field" not in result.stdout  # nothing asks for the inverse
     assert not (tmp_path / "results").exists()
+    spots = tmp_path / "spots.csv"
+    spots.write_text("z,y,x\n1.0,2.0,3.0\n")
+    moving_points = {"points": [{"path": str(spots), "space": "moving"}]}
+    for asked in ({"deform": {"inverse": True}}, moving_points):
+        result = run_snakemake(tmp_path, {**config, **asked}, "--dry-run")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "invert_field" in result.stdout, asked
     config["deform"] = {"enabled": False}
     result = run_snakemake(tmp_path, config, "--dry-run")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -156,12 +156,21 @@ def point_entries():
 POINTS = point_entries()
 
 
-def point_transform_files():
-    """What `warp_points` needs: the full transform and, with a deformation, its inverse."""
+def point_transform_files(wildcards):
+    """What `warp_points` needs: the full transform and, for a table in moving space
+    with a deformation, the deformation's inverse."""
     files = final_transform_files()
-    if config["deform"]["enabled"]:
+    if POINTS[wildcards.table]["space"] == "moving" and config["deform"]["enabled"]:
         files.append(out("transform", "inverse_field.json"))
     return files
+
+
+def inverse_wanted():
+    """The inverse field is computed when asked for (`deform.inverse`) or when a
+    points table in moving space needs it."""
+    return config["deform"]["enabled"] and (
+        config["deform"]["inverse"] or any(e["space"] == "moving" for e in POINTS.values())
+    )
 
 
 def final_targets():
@@ -174,7 +183,9 @@ def final_targets():
         targets.append(out("local", "moving_lowres_aligned.ome.zarr"))
     if config["deform"]["enabled"]:
         targets.append(out("deform", "report.tsv"))
-        targets += [out("transform", f"{name}.json") for name in ("field", "inverse_field")]
+        targets.append(out("transform", "field.json"))
+    if inverse_wanted():
+        targets.append(out("transform", "inverse_field.json"))
     targets.append(out("aligned", "complete.json"))
     targets += [out("points", name) for name in POINTS]
     if config.get("ground_truth"):

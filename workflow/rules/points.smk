@@ -4,7 +4,7 @@
 rule warp_points:
     input:
         table=lambda wc: POINTS[wc.table]["path"],
-        transforms=point_transform_files(),
+        transforms=point_transform_files,
     output:
         out("points", "{table}"),
     log:
