@@ -288,7 +288,7 @@ def tiled_deformable_align(
         for tile in tiles:
             region = stitch_region(
                 tile, neighbours(tile, by_id), fixed.shape, blocksize, overlap_vox,
-                lambda block: np.load(files[block.id], mmap_mode="r"),
+                lambda block: np.load(files[block.id], mmap_mode="r"), params.shrink_factors[-1],
             )  # fmt: skip
             output[(*tile.slices("core"), slice(None))] = region
     if write_path is not None:

@@ -26,14 +26,16 @@ The method (written here with scipy.ndimage, no registration library):
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from bigstream_core.interpolation import resize_field
 from bigstream_core.io import Image
-from bigstream_core.resample import resample_block
+from bigstream_core.resample import inside_image, sample, source_window, transformed_voxels
 from bigstream_core.tiling import Tile
 from bigstream_core.transforms import PointMap
 
@@ -76,29 +78,9 @@ class DeformParams:
 def level_image(image: np.ndarray, shrink: int, sigma: float) -> np.ndarray:
     """``image`` smoothed by ``sigma`` voxels (at least an anti-alias for ``shrink``) and
     sub-sampled by ``shrink`` (every ``shrink``-th voxel from voxel 0), float32."""
-    sigma = max(sigma, 0.5 * (shrink - 1))
+    sigma = level_sigma(shrink, sigma)
     smoothed = ndimage.gaussian_filter(image.astype(np.float32), sigma) if sigma > 0 else image
     return np.ascontiguousarray(smoothed[::shrink, ::shrink, ::shrink], dtype=np.float32)
-
-
-def resize_field(field: np.ndarray, shape: tuple[int, int, int], factor: float) -> np.ndarray:
-    """A field (z, y, x, 3) on a grid with ``factor`` times the voxel size of ``shape``'s grid,
-    interpolated (linear along each axis in turn, edge values held) onto ``shape``: voxel
-    ``i`` of the result sits at ``i / factor`` of the input. Values are µm: unchanged."""
-    result = np.asarray(field, dtype=np.float32)
-    for axis, size in enumerate(shape):
-        position = np.clip(np.arange(size) / factor, 0, result.shape[axis] - 1)
-        low = np.minimum(np.floor(position).astype(int), result.shape[axis] - 2).clip(0)
-        high = np.minimum(low + 1, result.shape[axis] - 1)
-        weight = (position - low).astype(np.float32)
-        view = [1] * result.ndim
-        view[axis] = size
-        weight = weight.reshape(view)
-        result = (
-            np.take(result, low, axis=axis) * (1 - weight)
-            + np.take(result, high, axis=axis) * weight
-        )
-    return result
 
 
 def warp(image: np.ndarray, field_vox: np.ndarray, grid: list[np.ndarray]) -> np.ndarray:
@@ -193,6 +175,35 @@ def register_level(
     return best_field, {"metric_before": first, "metric_after": after, "iterations": runs}
 
 
+@dataclass(frozen=True)
+class Level:
+    """One resolution level of a block: both images and the mask on the level's grid
+    (every ``shrink``-th full-res voxel from the block's first one)."""
+
+    shrink: int
+    fixed: np.ndarray
+    moving: np.ndarray
+    mask: np.ndarray
+
+
+def level_sigma(shrink: int, sigma: float) -> float:
+    """A level's smoothing (full-res voxels): ``sigma``, at least an anti-alias for ``shrink``."""
+    return max(sigma, 0.5 * (shrink - 1))
+
+
+def block_levels(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray, params: DeformParams):
+    """The levels of two images on one grid, coarse to fine."""
+    return [
+        Level(
+            shrink,
+            level_image(fixed, shrink, sigma),
+            level_image(moving, shrink, sigma),
+            mask[::shrink, ::shrink, ::shrink],
+        )  # fmt: skip
+        for shrink, sigma in zip(params.shrink_factors, params.smooth_sigmas, strict=True)
+    ]
+
+
 def register_block(
     fixed: np.ndarray,
     moving: np.ndarray,
@@ -204,75 +215,110 @@ def register_block(
 
     ``fixed`` and ``moving`` share one grid (z y x, ``spacing`` µm); ``mask``
     (bool, same shape) marks the voxels whose metric counts (default: both
-    images non-zero). Returns the field and a report: the mean local NCC over the
-    mask at the finest level, without the field and with it, iterations per level,
-    seconds.
+    images non-zero). Returns the field and a report (see :func:`register_levels`).
     """
-    start = time.perf_counter()
     fixed = np.asarray(fixed, dtype=np.float32)
     moving = np.asarray(moving, dtype=np.float32)
-    spacing = np.asarray(spacing, dtype=np.float32)
     if mask is None:
         mask = (fixed != 0) & (moving != 0)
-    shape = fixed.shape
-    field = np.zeros((3, 1, 1, 1), dtype=np.float32)
-    field_factor = None
-    levels = []
-    for shrink, sigma, iterations in zip(
-        params.shrink_factors, params.smooth_sigmas, params.iterations, strict=True
-    ):
-        level_fixed = level_image(fixed, shrink, sigma)
-        level_moving = level_image(moving, shrink, sigma)
-        level_mask = mask[::shrink, ::shrink, ::shrink]
-        if field_factor is None:
-            field = np.zeros((3, *level_fixed.shape), dtype=np.float32)
+    field, report = register_levels(block_levels(fixed, moving, mask, params), spacing, params)
+    return resize_field(field, fixed.shape, float(params.shrink_factors[-1])), report
+
+
+def register_levels(levels: list[Level], spacing, params: DeformParams) -> tuple[np.ndarray, dict]:
+    """The field found level by level, coarse to fine, on the finest level's grid:
+    (z', y', x', 3) float32 µm, node ``j`` at full-res voxel ``j * shrink`` of the
+    block (``spacing``: full-res µm, z y x); :func:`~bigstream_core.interpolation.resize_field`
+    gives it at full resolution.
+
+    The report: the mean local NCC over the mask at the finest level, without
+    the field and with it, iterations per level, seconds.
+    """
+    start = time.perf_counter()
+    spacing = np.asarray(spacing, dtype=np.float32)
+    field, field_factor, reports = None, None, []
+    for level, iterations in zip(levels, params.iterations, strict=True):
+        if field is None:
+            field = np.zeros((3, *level.fixed.shape), dtype=np.float32)
         else:
+            factor = field_factor / level.shrink
             field = np.moveaxis(
-                resize_field(np.moveaxis(field, 0, -1), level_fixed.shape, field_factor / shrink),
-                -1,
-                0,
+                resize_field(np.moveaxis(field, 0, -1), level.fixed.shape, factor), -1, 0
             )
-        field, report = register_level(
-            level_fixed, level_moving, level_mask, field, spacing * shrink, iterations, params
-        )
-        unregistered = level_metric(level_fixed, level_moving, level_mask, params.cc_radius)
-        levels.append({"shrink": shrink, "metric_unregistered": unregistered, **report})
-        field_factor = shrink
-    field = np.moveaxis(field, 0, -1)
-    if field_factor != 1:
-        field = resize_field(field, shape, float(field_factor))
-    return field.astype(np.float32), {
-        "ncc_before": levels[-1]["metric_unregistered"],
-        "ncc_after": levels[-1]["metric_after"],
-        "iterations": [level["iterations"] for level in levels],
-        "levels": levels,
+        field, report = register_level(level.fixed, level.moving, level.mask, field,
+                                       spacing * level.shrink, iterations, params)  # fmt: skip
+        unregistered = level_metric(level.fixed, level.moving, level.mask, params.cc_radius)
+        reports.append({"shrink": level.shrink, "metric_unregistered": unregistered, **report})
+        field_factor = level.shrink
+    return np.ascontiguousarray(np.moveaxis(field, 0, -1), dtype=np.float32), {
+        "ncc_before": reports[-1]["metric_unregistered"],
+        "ncc_after": reports[-1]["metric_after"],
+        "iterations": [report["iterations"] for report in reports],
+        "levels": reports,
         "seconds": time.perf_counter() - start,
     }
+
+
+def tile_levels(
+    fixed: Image, moving: Image, transform: PointMap, tile: Tile, params: DeformParams
+) -> list[Level]:
+    """The levels of one block: the fixed block read over ``tile``'s halo and
+    smoothed; the moving image read once over the window the block maps to,
+    smoothed in its own voxels by the same physical width, and sampled at each
+    level's grid points only, through ``transform`` (the affine stages, fixed ->
+    moving). Voxels at or below ``params.mask_threshold`` in the fixed block, or
+    mapping outside the moving image, are masked."""
+    region = tile.slices("halo")
+    fixed_block = fixed.read(region).astype(np.float32)
+    foreground = fixed_block > params.mask_threshold
+    plan = list(zip(params.shrink_factors, params.smooth_sigmas, strict=True))
+    voxels = [
+        transformed_voxels(moving, transform, tuple(slice(s.start, s.stop, shrink) for s in region),
+                           fixed.spacing, fixed.origin)
+        for shrink, _ in plan
+    ]  # fmt: skip
+    to_moving = np.asarray(fixed.spacing) / np.asarray(moving.spacing)
+    widest = max(level_sigma(shrink, sigma) for shrink, sigma in plan)
+    margin = int(np.ceil(4 * widest * to_moving.max())) + max(params.shrink_factors) + 1
+    window = source_window(moving, np.concatenate(voxels, axis=1), margin)
+    source = None if window is None else moving.read(window).astype(np.float32)
+    levels = []
+    for (shrink, sigma), points in zip(plan, voxels, strict=True):
+        level_fixed = level_image(fixed_block, shrink, sigma)
+        inside = inside_image(moving.shape, points).reshape(level_fixed.shape)
+        values = np.zeros(level_fixed.shape, dtype=np.float32)
+        if source is not None:
+            width = level_sigma(shrink, sigma) * to_moving
+            smoothed = ndimage.gaussian_filter(source, width) if width.max() > 0 else source
+            values[inside] = sample(smoothed, window, points, order=1).reshape(values.shape)[inside]
+        mask = foreground[::shrink, ::shrink, ::shrink] & inside
+        levels.append(Level(shrink, level_fixed, values, mask))
+    return levels
 
 
 def register_tile(
     fixed: Image, moving: Image, transform: PointMap, tile: Tile, params: DeformParams
 ) -> tuple[np.ndarray, dict]:
-    """The displacement field (halo shape + (3,), µm) of one block of the fixed high-res grid.
+    """The displacement field of one block of the fixed high-res grid, on the block's
+    finest level grid: (z', y', x', 3) float32 µm, node ``j`` at voxel ``j * shrink``
+    of ``tile``'s halo (``shrink`` = ``params.shrink_factors[-1]``, recorded in the
+    report as ``field_shrink``; :func:`~bigstream_core.interpolation.upsample_box`
+    gives any part at full resolution).
 
-    Reads the fixed block over ``tile``'s halo and only the part of the moving
-    image that ``transform`` (the affine stages, fixed -> moving) sends it to.
-    The metric counts voxels where the fixed block is above
-    ``params.mask_threshold`` and the moving image has data; a block with no
-    such voxel gets a zero field.
+    Works on the levels of :func:`tile_levels` (the full-res moving block is
+    never formed); a block whose finest level has no unmasked voxel gets a
+    zero field.
     """
-    region = tile.slices("halo")
-    fixed_block = fixed.read(region)
-    moving_block, inside = resample_block(
-        moving, transform, region, fixed.spacing, fixed.origin, order=1, return_inside=True
-    )
-    mask = inside & (fixed_block > params.mask_threshold)
-    row = {"tile": tile.id, "voxels": int(mask.size), "masked_voxels": int(mask.size - mask.sum())}
+    shape = tuple(stop - start for start, stop in tile.halo)
+    levels = tile_levels(fixed, moving, transform, tile, params)
+    mask = levels[-1].mask
+    row = {"tile": tile.id, "voxels": math.prod(shape), "masked_share": 1.0 - float(mask.mean()),
+           "field_shrink": levels[-1].shrink}  # fmt: skip
     if not mask.any():
         field = np.zeros((*mask.shape, 3), dtype=np.float32)
         return field, {**row, "status": "empty", "ncc_before": np.nan, "ncc_after": np.nan,
                        "iterations": [], "seconds": 0.0, "max_um": 0.0}  # fmt: skip
-    field, report = register_block(fixed_block, moving_block, fixed.spacing, params, mask)
+    field, report = register_levels(levels, fixed.spacing, params)
     report.pop("levels")
     largest = float(np.sqrt((field.astype(np.float64) ** 2).sum(axis=-1)).max())
     return field, {**row, "status": "ok", **report, "max_um": largest}

@@ -15,7 +15,7 @@ with open(snakemake.input.store, encoding="utf-8") as handle:
 transform, description = from_inputs(list(snakemake.input.transforms))
 manifest = write_block(
     store["store"], images["moving"]["highres"], images["fixed"]["highres"], transform,
-    snakemake.params.tile, snakemake.params.order,
+    snakemake.params.tile, snakemake.params.order, snakemake.params.transform_step,
 )  # fmt: skip
 atomic.write_json(
     snakemake.output[0], {**manifest, "transform": description, "token": store["token"]}

@@ -21,7 +21,7 @@ files = dict(zip((tile.id for tile in neighbours), snakemake.input.blocks, stric
 field = stitch_region(
     snakemake.params.tile, neighbours, fixed.shape, deform["blocksize"],
     overlap_voxels(deform["blocksize"], deform["overlap"]),
-    lambda tile: np.load(files[tile.id], mmap_mode="r"),
+    lambda tile: np.load(files[tile.id], mmap_mode="r"), deform["shrink_factors"][-1],
 )  # fmt: skip
 manifest = write_region(zarr.open_array(store["store"], mode="r+"), snakemake.params.tile, field)
 atomic.write_json(snakemake.output[0], {**manifest, "token": store["token"]})

@@ -30,6 +30,7 @@ from bigstream_core.displacement import (
 from bigstream_core.io import open_image
 from bigstream_core.phantom import GroundTruth, preset, write_pair
 from bigstream_core.points import read_points, warp_points, write_points
+from bigstream_core.resample import transformed_voxels
 from bigstream_core.tiling import neighbours, overlap_voxels, tile_grid
 from bigstream_core.transforms import affine_map, chain
 
@@ -84,6 +85,7 @@ def stitched(blocks, fixed, overlap):
         field[tile.slices("core")] = stitch_region(
             tile, neighbours(tile, by_id), fixed.shape, BLOCKSIZE, overlap,
             lambda block: np.load(folder / f"{block.id}.npy", mmap_mode="r"),
+            PARAMS.shrink_factors[-1],
         )  # fmt: skip
     return field
 
@@ -117,6 +119,22 @@ def test_the_deformation_is_recovered_to_under_half_a_voxel_without_folding(pair
     assert foreground_ncc(*low, full) > foreground_ncc(*low, affine_only) + 0.01
     report = blocks[2]
     assert (report["ncc_after"] >= report["ncc_before"]).all()
+
+
+def test_the_transform_computed_every_second_voxel_is_within_a_tenth_of_a_voxel(pair, blocks):
+    images, _, affine = pair
+    fixed, moving = images["fixed", "highres"], images["moving", "highres"]
+    full = chain(affine_map(affine), DisplacementField(stitched(blocks, fixed, OVERLAP),
+                                                       fixed.spacing, fixed.origin))  # fmt: skip
+    region = (slice(3, 61), slice(17, 150), slice(40, 101))  # across block edges, odd sizes
+    exact = transformed_voxels(moving, full, region, fixed.spacing, fixed.origin, step=1)
+    stepped = transformed_voxels(moving, full, region, fixed.spacing, fixed.origin, step=2)
+    errors = np.sqrt(((stepped - exact) ** 2).sum(axis=0))
+    error = errors.max()
+    print(f"transform every 2nd voxel: error {errors.mean():.4f} mean, {error:.4f} largest voxel")
+    assert error < 0.1 and errors.mean() < 0.01, (error, errors.mean())
+    coarse = transformed_voxels(moving, full, region, fixed.spacing, fixed.origin, step=8)
+    assert np.abs(coarse - exact).max() > error  # the check tells a coarser step apart
 
 
 def _boundary_jumps(field, axis, boundary):

@@ -43,6 +43,7 @@ rule resample_block:
         images=image_config(),
         tile=lambda wc: TILES["resample"][wc.tile],
         order=config["resample"]["order"],
+        transform_step=config["resample"]["transform_step"],
         version=CODE_VERSION,
     script:
         "../../scripts/resample_block.py"
