@@ -45,7 +45,7 @@ from bigstream_core.global_affine import fit_global_affine, image_keypoints, mat
 from bigstream_core.io import Image, array_image, write_ome_zarr
 from bigstream_core.local_affine import fit_tile, settle_tiles
 from bigstream_core.resample import resample
-from bigstream_core.tiling import neighbours, overlap_voxels, tile_grid
+from bigstream_core.tiling import block_chunks, neighbours, overlap_voxels, tile_grid
 from bigstream_core.transforms import affine_map, chain
 
 
@@ -275,7 +275,8 @@ def tiled_deformable_align(
     tiles = tile_grid(fixed.shape, blocksize, overlap_vox)
     by_id = {tile.id: tile for tile in tiles}
     if write_path is not None:
-        output = create_store(write_path, fixed.shape, fixed.spacing, fixed.origin, blocksize)
+        chunks = block_chunks(blocksize)
+        output = create_store(write_path, fixed.shape, fixed.spacing, fixed.origin, chunks)
     else:
         output = np.zeros((*fixed.shape, 3), dtype=np.float32)
     rows = []

@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from bigstream_core.blending import axis_weights
 from bigstream_core.interpolation import upsample_box
-from bigstream_core.resample import voxel_centres
+from bigstream_core.resample import SLAB_POINTS, voxel_centres
 from bigstream_core.tiling import Tile
 
 CONVENTION = "T(x) = G(L(x + d(x))); d in um, components z y x, on the fixed high-res grid"
@@ -226,6 +226,31 @@ def jacobian_determinant(field: np.ndarray, spacing) -> np.ndarray:
     )
 
 
+JACOBIAN_SLAB_PLANES = 32
+"""z planes whose Jacobian determinants are computed at once by :func:`jacobian_summary`."""
+
+
+def jacobian_summary(field: np.ndarray, spacing) -> tuple[float, int]:
+    """The smallest Jacobian determinant of ``x + field(x)`` and how many voxels fold
+    (determinant <= 0), z slab by z slab with one plane of context on each side: the
+    values of :func:`jacobian_determinant` over the whole field, in a slab's memory."""
+    if min(field.shape[:3]) < 2:
+        return 1.0, 0
+    smallest, folded, planes = np.inf, 0, field.shape[0]
+    for z in range(0, planes, JACOBIAN_SLAB_PLANES):
+        low, high = max(z - 1, 0), min(z + JACOBIAN_SLAB_PLANES + 1, planes)
+        determinant = jacobian_determinant(field[low:high], spacing)
+        determinant = determinant[z - low : z - low + min(JACOBIAN_SLAB_PLANES, planes - z)]
+        smallest = min(smallest, float(determinant.min()))
+        folded += int((determinant <= 0).sum())
+    return smallest, folded
+
+
+def largest_um(field: np.ndarray) -> float:
+    """The largest displacement (µm) of a field (..., 3)."""
+    return float(np.sqrt(np.einsum("...i,...i->...", field, field).max())) if field.size else 0.0
+
+
 def write_region(array, tile: Tile, data: np.ndarray) -> dict:
     """Write ``data`` over ``tile``'s core of a field store; it must be whole chunks.
     Returns a manifest: region, SHA-256 of the data, largest displacement (µm), the
@@ -238,14 +263,13 @@ def write_region(array, tile: Tile, data: np.ndarray) -> dict:
                 f"region {tile.id} {tile.core} is not made of whole chunks {array.chunks}"
             )
     array[(*tile.slices("core"), slice(None))] = data
-    spacing = array.attrs["spacing_um"]
-    determinant = jacobian_determinant(data, spacing) if min(data.shape[:3]) > 1 else np.ones(1)
+    smallest, folded = jacobian_summary(data, array.attrs["spacing_um"])
     return {
-        "jacobian_min": float(determinant.min()),
-        "folded_voxels": int((determinant <= 0).sum()),
+        "jacobian_min": smallest,
+        "folded_voxels": folded,
         "tile": tile.id,
         "core": [list(bounds) for bounds in tile.core],
-        "max_um": float(np.sqrt((data.astype(np.float64) ** 2).sum(axis=-1)).max()),
+        "max_um": largest_um(data),
         "sha256": hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest(),
     }
 
@@ -259,20 +283,36 @@ def invert_region(
     """The inverse field ``e`` over ``tile``'s core: ``e(y) = -d(y + e(y))``, iterated.
 
     Reads the forward field around the core once (margin: the largest
-    displacement in the core plus 2 voxels). Returns ``e`` (core shape + (3,))
-    and a report: iterations, largest residual ``|e(y) + d(y + e(y))|`` in µm. Each
-    point iterates until its step is under ``tolerance_um`` (the iteration contracts
+    displacement in the core plus 2 voxels), then inverts ``SLAB_POINTS`` points
+    at a time. Returns ``e`` (core shape + (3,), float32) and a report:
+    iterations, largest residual ``|e(y) + d(y + e(y))|`` in µm. Each point
+    iterates until its step is under ``tolerance_um`` (the iteration contracts
     where ``|grad d| < 1``, i.e. where the forward map does not fold).
     """
-    core = np.asarray(field.array[(*tile.slices("core"), slice(None))])
-    largest = float(np.sqrt((core.astype(np.float64) ** 2).sum(axis=-1)).max())
-    margin = np.ceil(largest / field.spacing).astype(int) + 2
+    core_box = tile.slices("core")
+    core = np.asarray(field.array[(*core_box, slice(None))])
+    margin = np.ceil(largest_um(core) / field.spacing).astype(int) + 2
     low = np.maximum(np.array([a for a, _ in tile.core]) - margin, 0)
     high = np.minimum(np.array([b for _, b in tile.core]) + margin, field.shape)
     region = np.asarray(field.array[tuple(slice(a, b) for a, b in zip(low, high, strict=True))])
     local = DisplacementField(region, field.spacing, field.origin + low * field.spacing)
-    points = voxel_centres(tile.slices("core"), field.spacing, field.origin)
-    inverse = -core.reshape(-1, 3).astype(float)
+    shape = core.shape[:3]
+    inverse = np.empty(core.shape, dtype=np.float32)
+    planes = max(1, SLAB_POINTS // max(shape[1] * shape[2], 1))
+    iterations, residual = 0, 0.0
+    for z in range(0, shape[0], planes):
+        slab = (slice(core_box[0].start + z, core_box[0].start + min(z + planes, shape[0])),
+                *core_box[1:])  # fmt: skip
+        points = voxel_centres(slab, field.spacing, field.origin)
+        start = -core[z : z + planes].reshape(-1, 3).astype(float)
+        part, steps, worst = _invert_points(local, points, start, tolerance_um, max_iterations)
+        inverse[z : z + planes] = part.reshape(-1, *shape[1:], 3)
+        iterations, residual = max(iterations, steps), max(residual, worst)
+    return inverse, {"iterations": iterations, "residual_um": residual}
+
+
+def _invert_points(local, points, inverse, tolerance_um, max_iterations):
+    """``e`` at ``points`` (N, 3) µm from the start ``inverse``: (e, iterations, residual µm)."""
     active = np.arange(len(points))  # points not yet within the tolerance
     iterations = 0
     while len(active) and iterations < max_iterations:
@@ -283,8 +323,4 @@ def invert_region(
         active = active[change > tolerance_um]
     check = points + inverse
     residual = float(np.abs(inverse + local.displacement(check)).max()) if len(points) else 0.0
-    shape = tuple(stop - start for start, stop in tile.core)
-    return inverse.reshape(*shape, 3).astype(np.float32), {
-        "iterations": iterations,
-        "residual_um": residual,
-    }
+    return inverse, iterations, residual

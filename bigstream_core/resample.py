@@ -52,18 +52,6 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-OUTPUT_CHUNK = 128
-"""Voxels per axis of the output's chunks when the block size is a multiple of it."""
-
-
-def output_chunks(blocksize) -> tuple[int, int, int]:
-    """Chunks (z y x voxels) of the output for resample blocks of ``blocksize``:
-    ``OUTPUT_CHUNK`` along an axis whose block size is a multiple of it (viewers
-    fetch chunks, and 128^3 suits them), else the block size itself. Either way
-    every block is made of whole chunks, so parallel jobs never share one."""
-    return tuple(OUTPUT_CHUNK if b % OUTPUT_CHUNK == 0 else b for b in blocksize)
-
-
 def moving_voxels(moving: Image, points: np.ndarray) -> np.ndarray:
     """Voxel coordinates (3, N) float32 (z, y, x rows) in ``moving`` of physical
     ``points`` (N, 3) µm: the layout ``map_coordinates`` takes."""
@@ -213,7 +201,8 @@ def write_block(
 ) -> dict:
     """Resample the fixed-grid block ``tile.core`` and write it into level "0" of ``store``.
 
-    The block must consist of whole chunks of the store (see :func:`output_chunks`),
+    The block must consist of whole chunks of the store (see
+    :func:`~bigstream_core.tiling.block_chunks`),
     so parallel jobs never touch the same chunk; ``step``: see
     :func:`transformed_voxels`. Returns a manifest: the region and a SHA-256
     digest of the data.

@@ -120,3 +120,16 @@ def grid_table(tiles: list[Tile]) -> pd.DataFrame:
     import pandas as pd  # here, not at the top: jobs that only cut tiles stay light
 
     return pd.DataFrame(rows)
+
+
+STORE_CHUNK = 128
+"""Voxels per axis of a written store's chunks where the block size is a multiple of it."""
+
+
+def block_chunks(blocksize) -> tuple[int, int, int]:
+    """Chunks (z y x voxels) of a store filled by blocks of ``blocksize``: ``STORE_CHUNK``
+    along an axis whose block size is a multiple of it (readers fetch and decode whole
+    chunks; 128^3 suits viewers and the slab-wise reads of the field), else the block
+    size itself. Either way every block is made of whole chunks, so parallel jobs never
+    share one."""
+    return tuple(STORE_CHUNK if b % STORE_CHUNK == 0 else b for b in blocksize)

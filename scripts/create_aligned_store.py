@@ -6,13 +6,13 @@ from bigstream_core import atomic
 from bigstream_core.config import open_config_images
 from bigstream_core.io import create_ome_zarr
 from bigstream_core.logs import configure
-from bigstream_core.resample import output_chunks
+from bigstream_core.tiling import block_chunks
 
 log = configure(snakemake.log[0])
 images = open_config_images(snakemake.params.images)
 fixed, moving = images["fixed"]["highres"], images["moving"]["highres"]
 level = create_ome_zarr(
-    snakemake.params.store, fixed.shape, moving.dtype, output_chunks(snakemake.params.blocksize)
+    snakemake.params.store, fixed.shape, moving.dtype, block_chunks(snakemake.params.blocksize)
 )
 # A new token each time the store is made anew, so every block job downstream re-runs.
 atomic.write_json(

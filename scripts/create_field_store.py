@@ -7,12 +7,14 @@ from bigstream_core import atomic
 from bigstream_core.config import open_config_images
 from bigstream_core.displacement import CONVENTION, INVERSE_CONVENTION, create_store
 from bigstream_core.logs import configure
+from bigstream_core.tiling import block_chunks
 
 log = configure(snakemake.log[0])
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 inverse = snakemake.wildcards.name == "inverse_field"
 array = create_store(
-    snakemake.params.store, fixed.shape, fixed.spacing, fixed.origin, snakemake.params.blocksize,
+    snakemake.params.store, fixed.shape, fixed.spacing, fixed.origin,
+    block_chunks(snakemake.params.blocksize),
     INVERSE_CONVENTION if inverse else CONVENTION,
 )  # fmt: skip
 # A new token each time the store is made anew, so every region job downstream re-runs.
