@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks: wall time, peak memory per job, voxels/s and accuracy of each stage.
 
-    python benchmarks/run.py [--quick] [--sizes S 2S ...]
+    python benchmarks/run.py [--quick] [--sizes S 2S ...] [--dag 1000 10000 ...]
 
 Sizes are phantom presets (``bigstream_core.phantom.preset``), with a smooth
 deformation of up to 4 µm on top of the affine, written as N5 with a
@@ -14,15 +14,23 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 - ``phantom``: rendering and writing both volumes of the pair (N5, two levels);
 - ``read``: reading the fixed high-res volume once, block by block (the I/O floor);
 - ``global_affine``, ``local_affine``, ``deform``, ``stitch_field``,
-  ``invert_field``, ``resample``: the workflow's stages through one real
-  Snakemake run (``--cores 2``); per stage the sum of its jobs' times, the
+  ``invert_field`` (when asked for), ``resample`` (with the final pyramid),
+  ``lowres_outputs`` (the low-res images after the affine stages) and
+  ``qc_accuracy`` (TRE and NCC per stage, against the known transform): the
+  workflow's stages through one real Snakemake run (``--cores 2``) with the
+  default config but for the key point and matching parameters (the phantom's cells are
+  small) and ``deform.mask_threshold``; per stage the sum of its jobs' times, the
   largest ``max_rss`` of its jobs and the longest job (Snakemake
   ``benchmark:`` files); ``voxels`` is the level the stage works on;
   accuracy = mean TRE over the fixed foreground against the known transform
   and NCC over the foreground; ``whole_workflow`` is the run's wall time (DAG,
   job start-up and all);
 - ``global_affine_api``: the global affine in one process with
-  ``bigstream_core.api.ransac_affine`` (what a notebook user runs).
+  ``bigstream_core.api.ransac_affine`` (what a notebook user runs);
+- ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups): Snakemake
+  planning a run of 1 (the fixed start-up cost), 1k and 10k deform blocks
+  (``--dag``, e.g. ``--dag 1000 10000 100000``; metadata-only images, see
+  ``benchmarks/dag.py``): wall time, peak memory, jobs planned, ms per job.
 
 Every step runs in its own process; its peak memory comes from the kernel
 (``os.wait4``). The table is printed and written to
@@ -35,6 +43,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +51,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dag import dry_run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -113,8 +125,10 @@ STAGE_RULES = {
     "stitch_field": ("stitch_field",),
     "invert_field": ("invert_field",),
     "resample": ("resample_block", "finalize_aligned"),
+    "lowres_outputs": ("apply_global_affine", "apply_local_affines_lowres"),
+    "qc_accuracy": ("evaluate_accuracy",),
 }
-LOWRES_STAGES = ("global_affine", "local_affine")
+LOWRES_STAGES = ("global_affine", "local_affine", "lowres_outputs", "qc_accuracy")
 ACCURACY_LABELS = {
     "global_affine": "global affine",
     "local_affine": "global affine + local affines",
@@ -127,7 +141,7 @@ def job_benchmarks(folder: Path, rules: tuple[str, ...]) -> pd.DataFrame:
     paths = []
     for rule in rules:
         paths += [*folder.glob(f"{rule}.tsv"), *(folder / rule).rglob("*.tsv")]
-    return pd.concat([pd.read_csv(path, sep="\t") for path in paths])
+    return pd.concat([pd.read_csv(path, sep="\t") for path in paths]) if paths else None
 
 
 def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
@@ -143,6 +157,7 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
         "output_dir": str(work / "results"), "ground_truth": str(out / "truth.json"),
         "global_affine": GLOBAL_AFFINE, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
     }  # fmt: skip
+    shutil.rmtree(work / "results", ignore_errors=True)  # no job files of an earlier run
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     results = work / "results"
@@ -156,6 +171,8 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
     rows = []
     for stage, rules in STAGE_RULES.items():
         jobs = job_benchmarks(results / "benchmarks", rules)
+        if jobs is None:  # a stage the run did not ask for (the inverse field)
+            continue
         extra = {"jobs": len(jobs), "max_job_s": round(jobs["s"].max(), 2)}
         if stage in ACCURACY_LABELS:
             row = tre[ACCURACY_LABELS[stage]]
@@ -209,9 +226,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="the small pair only (minutes)")
     parser.add_argument("--sizes", nargs="+", help="phantom presets to run (default: S 2S)")
+    parser.add_argument("--dag", nargs="*", type=int,
+                        help="deform block counts to plan (default 1000 10000)")  # fmt: skip
     args = parser.parse_args()
     sizes = args.sizes or (["small"] if args.quick else ["S", "2S"])
+    counts = args.dag if args.dag is not None else ([1000] if args.quick else [1000, 10000])
     table = run(sizes)
+    if counts:
+        plans = [dry_run(n, WORK, grouped) for n in [1, *counts] for grouped in (False, True)]
+        table = pd.concat([table, pd.DataFrame(plans)])
     RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / "latest.tsv", sep="\t", index=False)
     (RESULTS / "latest.md").write_text(table.to_markdown(index=False) + "\n")

@@ -77,10 +77,13 @@ def evaluate(estimate: PointMap, truth: PointMap, fixed: Image, moving: Image) -
     return transform_error(estimate, truth, points)
 
 
-def foreground_ncc(fixed: Image, moving: Image, transform: PointMap, chunks=(64, 64, 64)) -> float:
+def foreground_ncc(
+    fixed: Image, moving: Image, transform: PointMap, chunks=(128, 128, 128), step: int = 2
+) -> float:
     """Normalised cross-correlation of ``fixed`` and ``moving(transform(x))`` over the fixed
-    foreground (above its Otsu threshold), accumulated block by block."""
-    aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, 1, chunks)
+    foreground (above its Otsu threshold), accumulated block by block (the transform
+    computed every ``step``-th voxel, see :func:`~bigstream_core.resample.transformed_voxels`)."""
+    aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, 1, chunks, step)
     reference = fixed.to_dask(chunks=aligned.chunks)
     sample = reference[tuple(slice(None, None, 4) for _ in range(3))].compute().ravel()
     level = threshold_otsu(sample.astype(float)) if np.ptp(sample) else sample[0]

@@ -3,8 +3,10 @@
 Checked against the jobs' measured peak (Snakemake ``benchmark:`` max_rss) on
 the S and 2S benchmark pairs, 2026-11-26: key points 301-336 MB measured vs
 567 MB asked for a 168^3-voxel halo; matching 531-654 vs 741 (5000 points,
-cc_radius 12); a local tile 413-435 vs 475; a 128^3 resample block 546-565
-(session 1, affines only) and 696 with a deformation (session 2) vs 790.
+cc_radius 12); a local tile 413-435 vs 475. Session 3 (2S pair, the 256^3 defaults):
+a 256^3 resample block 1271 MB measured vs 1630 asked; a deform block of
+288 x 288 x 320 halo voxels 847 vs 1159; a 256^3 field region (stitching) 1069
+vs 1367.
 
 A Zarr or N5 input is a folder whose size says nothing (Snakemake reads ~0 MB),
 so memory comes from how many voxels a job holds and in how many working
@@ -33,9 +35,9 @@ def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
 
 
 LOCAL_TILE_WORKING_COPIES = 16  # keypoint arrays for two images + the warped moving tile
-# float64 coordinates (3 x 3 temporaries) + values + source region + the displacement field's
-# part over the block: a 128^3 block measured 696 MB with a deformation (2S), asked 790 MB.
-RESAMPLE_BYTES_PER_VOXEL = 220
+# float32 moving coordinates (3 per voxel), values, the cast, the moving window, the output
+# and its digest; the transform itself is computed slab by slab (bounded, in the baseline).
+RESAMPLE_BYTES_PER_VOXEL = 80
 
 
 def local_tile_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
@@ -49,13 +51,13 @@ def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
     return int((BASELINE_MB + block_voxels * RESAMPLE_BYTES_PER_VOXEL / 2**20) * attempt)
 
 
-# Deform blocks, measured 2026-11-26 (benchmarks, S and 2S pairs): 740-1055 MB for a
-# 160^3 halo (4.1 M voxels), 620-834 MB for 3.3 M voxels, at either image size; asked:
-# 1210 MB for 4.1 M voxels (15 % over the largest). Field regions (128^3): stitching
-# 403-467 MB, inverting 695 MB (S) and 960 MB (2S: larger displacements, a wider margin
-# read around the region); asked 1050 MB.
-DEFORM_BYTES_PER_VOXEL = 220  # the moving block resampled (as above) + ~20 float32 working arrays
-FIELD_REGION_BYTES_PER_VOXEL = 350  # float64 points, displacements (3 each), the field read
+# Deform blocks (session 3, 2S pair): 847 MB for a 288 x 288 x 320 halo (26.5 M voxels),
+# 354 MB for a 160^3 one: the fixed block and the moving window in float32, one smoothed
+# copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions:
+# the region's field, each neighbour's part upsampled, the Jacobian slab by slab (and for
+# the inverse the forward field around the region): 1069 MB stitching a 256^3 region.
+DEFORM_BYTES_PER_VOXEL = 32
+FIELD_REGION_BYTES_PER_VOXEL = 64
 
 
 def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:

@@ -12,8 +12,6 @@ rule deform_block:
         out("logs", "deform_block", "{tile}.log"),
     benchmark:
         out("benchmarks", "deform_block", "{tile}.tsv")
-    group:
-        "deform_blocks"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -79,8 +77,6 @@ rule stitch_field:
         out("logs", "stitch_field", "{tile}.log"),
     benchmark:
         out("benchmarks", "stitch_field", "{tile}.tsv")
-    group:
-        "field_regions"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -107,8 +103,6 @@ rule invert_field:
         out("logs", "invert_field", "{tile}.log"),
     benchmark:
         out("benchmarks", "invert_field", "{tile}.tsv")
-    group:
-        "inverse_regions"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1

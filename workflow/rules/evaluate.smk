@@ -7,6 +7,10 @@ rule evaluate_accuracy:
         out("qc", "accuracy.json"),
     log:
         out("logs", "evaluate_accuracy.log"),
+    benchmark:
+        out("benchmarks", "evaluate_accuracy.tsv")
+    # as soon as the transform is there, beside the resample blocks, not after them
+    priority: 10
     localrule: True
     conda:
         "../../envs/bigstream.yaml"

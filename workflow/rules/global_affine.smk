@@ -12,8 +12,6 @@ rule detect_keypoints:
         out("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
     wildcard_constraints:
         image="fixed|moving",
-    group:
-        "keypoints"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1

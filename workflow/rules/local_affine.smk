@@ -10,8 +10,6 @@ rule fit_local_affine:
         out("logs", "fit_local_affine", "{tile}.log"),
     benchmark:
         out("benchmarks", "fit_local_affine", "{tile}.tsv")
-    group:
-        "local_tiles"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1

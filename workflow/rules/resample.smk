@@ -31,8 +31,6 @@ rule resample_block:
         out("logs", "resample_block", "{tile}.log"),
     benchmark:
         out("benchmarks", "resample_block", "{tile}.tsv")
-    group:
-        "resample_blocks"
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
