@@ -24,7 +24,8 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   ``benchmark:`` files); ``voxels`` is the level the stage works on;
   accuracy = mean TRE over the fixed foreground against the known transform
   and NCC over the foreground; ``whole_workflow`` is the run's wall time (DAG,
-  job start-up and all);
+  job start-up and all), ``whole_workflow_without_qc`` that of a second run
+  without ``ground_truth`` (what a user's run does: no QC job);
 - ``global_affine_api``: the global affine in one process with
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs);
 - ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups): Snakemake
@@ -144,28 +145,40 @@ def job_benchmarks(folder: Path, rules: tuple[str, ...]) -> pd.DataFrame:
     return pd.concat([pd.read_csv(path, sep="\t") for path in paths]) if paths else None
 
 
-def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
-    """The workflow's stages through real Snakemake, one row per stage.
-
-    ``wall_s`` sums the stage's job times (what a one-core machine would take),
-    ``peak_rss_mb`` is the largest ``max_rss`` of its jobs, both from the
-    jobs' Snakemake benchmark files; a last row times the whole run.
-    """
-    work = out / "workflow"
-    config = {
-        "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
-        "output_dir": str(work / "results"), "ground_truth": str(out / "truth.json"),
-        "global_affine": GLOBAL_AFFINE, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
-    }  # fmt: skip
-    shutil.rmtree(work / "results", ignore_errors=True)  # no job files of an earlier run
+def run_workflow(work: Path, config: dict) -> tuple[float, float]:
+    """One real Snakemake run of ``config`` (into a fresh ``output_dir``) on 2 cores:
+    wall s and CPU s of the whole run."""
+    shutil.rmtree(config["output_dir"], ignore_errors=True)  # no job files of an earlier run
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    results = work / "results"
     command = [sys.executable, "-m", "snakemake", "--snakefile",
                str(ROOT / "workflow" / "Snakefile"), "--directory", str(work), "--profile",
                str(ROOT / "profiles" / "local"), "--cores", "2", "--forceall", "--quiet",
                "--configfile", str(work / "config.yaml")]  # fmt: skip
     wall, cpu, _ = measure(command)
+    return wall, cpu
+
+
+def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
+    """The workflow's stages through real Snakemake, one row per stage.
+
+      ``wall_s`` sums the stage's job times (what a one-core machine would take),
+      ``peak_rss_mb`` is the largest ``max_rss`` of its jobs, both from the
+      jobs' Snakemake benchmark files; a row times the whole run, and a last one a
+    second run without the known transform (no QC job), as a user runs it.
+    """
+    work = out / "workflow"
+    results = work / "results"
+    config = {
+        "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
+        "output_dir": str(results), "ground_truth": str(out / "truth.json"),
+        "global_affine": GLOBAL_AFFINE, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
+    }  # fmt: skip
+    wall, cpu = run_workflow(work, config)
+    # the registration alone, as a user runs it (no known transform, so no QC job)
+    chain = run_workflow(
+        work, {**config, "ground_truth": None, "output_dir": str(results) + "_chain"}
+    )
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     tre = {row["transform"]: row for row in accuracy}
     rows = []
@@ -191,6 +204,7 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
             accuracy=f"TRE before {tre['none (before registration)']['mean_um']:.2f} um",
         )
     )
+    rows.append(row_of("whole_workflow_without_qc", size, voxels["highres"], *chain, float("nan")))
     return rows
 
 
