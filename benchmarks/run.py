@@ -35,7 +35,9 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 
 Every step runs in its own process; its peak memory comes from the kernel
 (``os.wait4``). The table is printed and written to
-``benchmarks/results/latest.tsv`` and ``latest.md``.
+``benchmarks/results/latest.tsv`` and ``latest.md``; a second table, per tile
+rule, compares the memory each job asked the scheduler for with its measured
+peak (``benchmarks/memory.py``; ``latest_memory.md``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dag import dry_run  # noqa: E402
+from memory import memory_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -246,13 +249,18 @@ def main() -> None:
     sizes = args.sizes or (["small"] if args.quick else ["S", "2S"])
     counts = args.dag if args.dag is not None else ([1000] if args.quick else [1000, 10000])
     table = run(sizes)
+    memory = pd.concat(
+        [memory_table(WORK / size / "workflow" / "results").assign(size=size) for size in sizes]
+    )
     if counts:
         plans = [dry_run(n, WORK, grouped) for n in [1, *counts] for grouped in (False, True)]
         table = pd.concat([table, pd.DataFrame(plans)])
     RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / "latest.tsv", sep="\t", index=False)
     (RESULTS / "latest.md").write_text(table.to_markdown(index=False) + "\n")
-    print(f"\n{table.to_markdown(index=False)}\n\nwritten: {RESULTS / 'latest.tsv'}, latest.md")
+    (RESULTS / "latest_memory.md").write_text(memory.to_markdown(index=False) + "\n")
+    print(f"\n{table.to_markdown(index=False)}\n\n{memory.to_markdown(index=False)}\n\n"
+          f"written: {RESULTS}/latest.tsv, latest.md, latest_memory.md")  # fmt: skip
 
 
 if __name__ == "__main__":

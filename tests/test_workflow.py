@@ -93,6 +93,17 @@ def test_dry_run_lists_every_job_without_writing(tiny_pair, tmp_path):
     assert "invert_field" not in result.stdout
 
 
+@pytest.mark.parametrize("profile", ["slurm", "lsf"])
+def test_the_cluster_profiles_plan_the_whole_run(tiny_pair, tmp_path, profile):
+    """The production profiles parse and plan (no scheduler here: a dry run, which
+    checks every option, the groups and every rule's resources)."""
+    config = pair_config(tiny_pair, tmp_path / "results")
+    result = run_snakemake(tmp_path, config, "--dry-run", profile=profile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rule in ("deform_block", "stitch_field", "resample_block", "finalize_aligned"):
+        assert f"rule {rule}:" in result.stdout, rule
+
+
 def test_plan_records_images_in_zyx_and_the_grids(finished_run, deformed_pair):
     work, config, _ = finished_run
     plan = json.loads((work / "results" / "plan" / "images.json").read_text())

@@ -1,0 +1,56 @@
+"""Declared against measured memory of every tile job of a finished run.
+
+Declared: what the rule asks the scheduler for on the first attempt
+(``bigstream_core.resources`` on the tile's geometry from ``plan/grid_*.tsv``,
+as ``workflow/rules/common.smk`` computes it); measured: the job's peak
+resident memory (``max_rss`` of its Snakemake benchmark file). One row per
+rule: jobs, the largest measured, the smallest and largest margin
+(declared / measured).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bigstream_core import resources
+
+# rule -> [(benchmark folder, grid table)], resource function, voxels the function takes
+TILE_RULES = {
+    "detect_keypoints": ([("detect_keypoints/fixed", "keypoints_fixed"),
+                          ("detect_keypoints/moving", "keypoints_moving")],
+                         resources.keypoint_job_mem_mb, "halo"),
+    "fit_local_affine": ([("fit_local_affine", "local_affine")], resources.local_tile_mem_mb,
+                         "halo"),
+    "deform_block": ([("deform_block", "deform")], resources.deform_mem_mb, "halo"),
+    "stitch_field": ([("stitch_field", "deform")], resources.field_region_mem_mb, "core"),
+    "invert_field": ([("invert_field", "deform")], resources.field_region_mem_mb, "core"),
+    "resample_block": ([("resample_block", "resample")], resources.resample_mem_mb, "halo"),
+}  # fmt: skip
+
+
+def _voxels(grid: pd.DataFrame, which: str) -> dict[str, int]:
+    """Voxels of each tile's core or halo."""
+    sizes = [grid[f"{which}_{axis}1"] - grid[f"{which}_{axis}0"] for axis in "zyx"]
+    return dict(zip(grid["tile"], (sizes[0] * sizes[1] * sizes[2]).tolist(), strict=True))
+
+
+def memory_table(results: Path) -> pd.DataFrame:
+    """Per tile rule of the run in ``results``: declared vs measured peak memory (MB)."""
+    rows = []
+    for rule, (sources, declare, which) in TILE_RULES.items():
+        declared, measured = [], []
+        for folder, grid in sources:
+            voxels = _voxels(pd.read_csv(results / "plan" / f"grid_{grid}.tsv", sep="\t"), which)
+            for path in sorted((results / "benchmarks" / folder).glob("*.tsv")):
+                declared.append(declare(voxels[path.stem]))
+                measured.append(pd.read_csv(path, sep="\t")["max_rss"].max())
+        if not measured:
+            continue
+        margin = pd.Series(declared) / pd.Series(measured)
+        rows.append({"rule": rule, "jobs": len(measured), "declared_mb_max": max(declared),
+                     "measured_mb_max": round(float(max(measured)), 1),
+                     "margin_min": round(float(margin.min()), 2),
+                     "margin_max": round(float(margin.max()), 2)})  # fmt: skip
+    return pd.DataFrame(rows)
