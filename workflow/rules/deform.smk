@@ -1,5 +1,5 @@
 # Stage 4: deformable registration per overlapping high-res block, stitched into
-# <output_dir>/transform/field.zarr, and its inverse, transform/inverse_field.zarr.
+# <output_dir>/transform/field.zarr, and, when asked for or needed, its inverse transform/inverse_field.zarr.
 
 
 rule deform_block:
