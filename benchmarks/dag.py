@@ -44,11 +44,13 @@ def write_metadata_pair(folder: Path, highres: tuple[int, int, int]) -> None:
 
 
 def dry_run(blocks: int, work: Path, grouped: bool = False) -> dict:
-    """Plan a run with ``blocks`` deform blocks; wall s, peak MiB, jobs planned. With
+    """Plan a run with about ``blocks`` deform blocks (the row names the exact count);
+    wall s, peak MiB, jobs planned. With
     ``grouped``, the tile rules are grouped as ``profiles/slurm`` groups them (Snakemake
     then checks every group against the DAG, which costs time of its own)."""
     folder = work / f"dag_{blocks}"
-    shape = tuple(n * BLOCK for n in grid_shape(blocks))
+    grid = grid_shape(blocks)
+    shape = tuple(n * BLOCK for n in grid)
     write_metadata_pair(folder, shape)
     config = {
         role: {
@@ -78,7 +80,7 @@ def dry_run(blocks: int, work: Path, grouped: bool = False) -> dict:
     jobs = re.search(r"^total\s+(\d+)", output, re.MULTILINE)
     return {
         "stage": "dag_dry_run_grouped" if grouped else "dag_dry_run",
-        "size": f"{blocks} blocks", "tool": "bigstream-workflow",
+        "size": f"{math.prod(grid)} blocks", "tool": "bigstream-workflow",
         "voxels": 2 * math.prod(shape), "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),

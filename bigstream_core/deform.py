@@ -11,7 +11,11 @@ The method (written here with scipy.ndimage, no registration library):
 
 - per level, coarse to fine: both images Gaussian-smoothed (``smooth_sigma``
   full-res voxels) and sub-sampled by ``shrink``; the field from the coarser
-  level is interpolated onto the new grid;
+  level is interpolated onto the new grid. A workflow block
+  (:func:`register_tile`) never forms ``M`` at full resolution: the moving
+  image is smoothed in its own voxels and sampled through ``G(L(x))`` at each
+  level's grid points only (:func:`tile_levels`), and its field is returned on
+  the finest level's grid (the stitching interpolates it);
 - per iteration: warp ``M`` by the field (trilinear), compute the local
   normalised cross-correlation in a ``(2 cc_radius + 1)^3`` window and its
   gradient with respect to the displacement (Avants et al. 2008), zero it

@@ -19,14 +19,17 @@ from bigstream_core.api import (
 )
 from bigstream_core.deform import DeformParams, register_tile
 from bigstream_core.displacement import (
+    JACOBIAN_SLAB_PLANES,
     DisplacementField,
     create_store,
     invert_region,
     jacobian_determinant,
+    jacobian_summary,
     open_field,
     stitch_region,
     write_region,
 )
+from bigstream_core.interpolation import resize_field, upsample_box
 from bigstream_core.io import open_image
 from bigstream_core.phantom import GroundTruth, preset, write_pair
 from bigstream_core.points import read_points, warp_points, write_points
@@ -135,6 +138,29 @@ def test_the_transform_computed_every_second_voxel_is_within_a_tenth_of_a_voxel(
     assert error < 0.1 and errors.mean() < 0.01, (error, errors.mean())
     coarse = transformed_voxels(moving, full, region, fixed.spacing, fixed.origin, step=8)
     assert np.abs(coarse - exact).max() > error  # the check tells a coarser step apart
+
+
+def test_a_part_of_a_coarse_field_upsampled_equals_that_part_of_the_whole():
+    rng = np.random.default_rng(3)
+    coarse = rng.normal(size=(9, 10, 11, 3)).astype(np.float32)
+    whole = resize_field(coarse, (18, 20, 21), 2.0)  # the last voxel beyond the last node
+    for box in (
+        [(3, 14), (0, 20), (5, 6)],
+        [(17, 18), (1, 2), (19, 21)],
+        [(0, 18), (0, 20), (0, 21)],
+    ):
+        part = upsample_box(coarse, box, 2)
+        assert np.array_equal(part, whole[tuple(slice(a, b) for a, b in box)]), box
+
+
+def test_the_jacobian_summary_slab_by_slab_matches_the_whole_field():
+    rng = np.random.default_rng(4)
+    field = rng.normal(scale=0.2, size=(JACOBIAN_SLAB_PLANES * 2 + 7, 9, 8, 3)).astype(np.float32)
+    field[JACOBIAN_SLAB_PLANES, 4, 4, 0] = 40.0  # folds its neighbours along z, at a slab edge
+    whole = jacobian_determinant(field, (1.0, 0.5, 2.0))
+    smallest, folded = jacobian_summary(field, (1.0, 0.5, 2.0))
+    assert folded == int((whole <= 0).sum()) > 0
+    assert smallest == pytest.approx(float(whole.min()))
 
 
 def _boundary_jumps(field, axis, boundary):
