@@ -13,14 +13,15 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 
 - ``phantom``: rendering and writing both volumes of the pair (N5, two levels);
 - ``read``: reading the fixed high-res volume once, block by block (the I/O floor);
-- ``global_affine``, ``local_affine``, ``deform``, ``stitch_field``,
+- ``global_affine`` (key points, matching, RANSAC), ``global_refine`` (its intensity
+  refinement, enabled in the benchmark), ``local_affine``, ``deform``, ``stitch_field``,
   ``invert_field`` (when asked for), ``resample`` (with the final pyramid),
   ``lowres_outputs`` (the low-res images after the affine stages) and
   ``qc_accuracy`` (TRE and NCC per stage, against the known transform): the
   workflow's stages through one real Snakemake run (``--cores 2``) with the
   default config but for the key point and matching parameters (the phantom's cells are
-  small) and ``deform.mask_threshold``; per stage the sum of its jobs' times, the
-  largest ``max_rss`` of its jobs and the longest job (Snakemake
+  small), ``global_affine.refine.enabled`` and ``deform.mask_threshold``; per stage the
+  sum of its jobs' times, the largest ``max_rss`` of its jobs and the longest job (Snakemake
   ``benchmark:`` files); ``voxels`` is the level the stage works on;
   accuracy = mean TRE over the fixed foreground against the known transform
   and NCC over the foreground; ``whole_workflow`` is the run's wall time (DAG,
@@ -28,6 +29,8 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   without ``ground_truth`` (what a user's run does: no QC job);
 - ``global_affine_api``: the global affine in one process with
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs);
+- ``global_refine_api``: ``bigstream_core.api.affine_refine`` of that affine in its own
+  process, with the TRE before and after (the pair's deformation is in the TRE too);
 - ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups): Snakemake
   planning a run of 1 (the fixed start-up cost), 1k and 10k deform blocks
   (``--dag``, e.g. ``--dag 1000 10000 100000``; metadata-only images, see
@@ -66,7 +69,8 @@ WORK = RESULTS / "work"
 
 # Key point parameters for the phantom's cells on the low-res level (radii 1-5 voxels).
 KEYPOINTS = {"min_radius": 1.5, "max_radius": 5, "match_threshold": 0.7}
-GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128]}
+GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128],
+                 "refine": {"enabled": True}}  # fmt: skip
 LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [64, 128, 128], "overlap": 0.25,
                 "min_matches": 12}  # fmt: skip
 DEFORM = {"mask_threshold": 150}  # the phantom's background is 100 +- 10 counts
@@ -86,6 +90,7 @@ with dask.config.set(scheduler="threads"):
 """
 API = """
 import json, time
+import numpy as np
 from bigstream_core.accuracy import evaluate
 from bigstream_core.api import ransac_affine
 from bigstream_core.io import open_image
@@ -98,6 +103,22 @@ affine, report = ransac_affine(fixed, moving, None, None, **params, return_repor
 report["tre"] = evaluate(affine_map(affine), GroundTruth.from_json({out!r} + "/truth.json"),
                          fixed, moving)
 json.dump(report, open({out!r} + "/api_report.json", "w"), default=float)
+np.savetxt({out!r} + "/api_affine.txt", affine)
+"""
+REFINE = """
+import json
+import numpy as np
+from bigstream_core.accuracy import evaluate
+from bigstream_core.api import affine_refine
+from bigstream_core.io import open_image
+from bigstream_core.phantom import GroundTruth
+from bigstream_core.transforms import affine_map
+fixed, moving = (open_image({out!r} + f"/{{n}}.n5", "lowres") for n in ("fixed", "moving"))
+start = np.loadtxt({out!r} + "/api_affine.txt")
+affine, report = affine_refine(fixed, moving, None, None, start, return_report=True)
+truth = GroundTruth.from_json({out!r} + "/truth.json")
+report["tre"] = [evaluate(affine_map(a), truth, fixed, moving)["mean_um"] for a in (start, affine)]
+json.dump(report, open({out!r} + "/refine_report.json", "w"), default=float)
 """
 
 
@@ -124,6 +145,7 @@ def row_of(stage, size, voxels, wall, cpu, rss, **extra) -> dict:
 
 STAGE_RULES = {
     "global_affine": ("detect_keypoints", "match_keypoints", "fit_global_affine"),
+    "global_refine": ("refine_global_affine",),
     "local_affine": ("fit_local_affine", "settle_local_affines"),
     "deform": ("deform_block",),
     "stitch_field": ("stitch_field",),
@@ -132,9 +154,10 @@ STAGE_RULES = {
     "lowres_outputs": ("apply_global_affine", "apply_local_affines_lowres"),
     "qc_accuracy": ("evaluate_accuracy",),
 }
-LOWRES_STAGES = ("global_affine", "local_affine", "lowres_outputs", "qc_accuracy")
+LOWRES_STAGES = ("global_affine", "global_refine", "local_affine", "lowres_outputs",
+                 "qc_accuracy")  # fmt: skip
 ACCURACY_LABELS = {
-    "global_affine": "global affine",
+    "global_refine": "global affine",
     "local_affine": "global affine + local affines",
     "deform": "global affine + local affines + deformation",
 }
@@ -233,6 +256,11 @@ def run(sizes: list[str]) -> pd.DataFrame:
                         accuracy=f"TRE {report['tre']['mean_um']:.3f} um",
                         points_per_s=round(points / api[0]),
                         matches_per_s=round(report["matches"] / api[0])))  # fmt: skip
+        refine = measure(python(REFINE.format(out=str(out))))
+        report = json.loads((out / "refine_report.json").read_text())
+        before, after = report["tre"]
+        outcome = f"TRE {before:.3f} -> {after:.3f} um, {report['status']}"
+        rows.append(row_of("global_refine_api", size, voxels["lowres"], *refine, accuracy=outcome))
         print(pd.DataFrame(rows).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 

@@ -10,6 +10,7 @@ Example::
     from bigstream_core.api import ransac_affine, apply_global_affine
     affine = ransac_affine(fix, mov, fix_spacing, mov_spacing,
                            min_radius=6, max_radius=20, match_threshold=0.75)
+    affine = affine_refine(fix, mov, fix_spacing, mov_spacing, affine)  # optional
     aligned = apply_global_affine(fix, mov, fix_spacing, mov_spacing, affine)
     local = tiled_ransac_affine(fix, mov, fix_spacing, mov_spacing, 6, 20, 0.75,
                                 blocksize=(64, 128, 128), global_affine=affine)
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bigstream_core.affine_field import LocalAffineField, field_from_grid, invert_field
+from bigstream_core.affine_refine import RefineParams, refine_affine
 from bigstream_core.deform import DeformParams, register_tile
 from bigstream_core.displacement import (
     DisplacementField,
@@ -44,6 +46,7 @@ from bigstream_core.displacement import (
 from bigstream_core.global_affine import fit_global_affine, image_keypoints, match_images
 from bigstream_core.io import Image, array_image, write_ome_zarr
 from bigstream_core.local_affine import fit_tile, settle_tiles
+from bigstream_core.masks import check_mask
 from bigstream_core.resample import resample
 from bigstream_core.tiling import block_chunks, neighbours, overlap_voxels, tile_grid
 from bigstream_core.transforms import affine_map, chain
@@ -101,12 +104,66 @@ def ransac_affine(
     return (affine, report) if return_report else affine
 
 
+def affine_refine(
+    fix,
+    mov,
+    fix_spacing,
+    mov_spacing,
+    initial_affine,
+    fix_mask=None,
+    mov_mask=None,
+    metric: str = "lncc",
+    shrink_factors=(4, 2, 1),
+    smooth_sigmas=(1.0, 1.0, 0.5),
+    iterations: int = 50,
+    samples: int = 100_000,
+    region_voxels: int = 4,
+    seed: int = 0,
+    return_report: bool = False,
+):
+    """``initial_affine`` (4x4, fixed -> moving, µm, z y x; e.g. from :func:`ransac_affine`)
+    refined by maximising the normalised cross-correlation of the images under it.
+
+    ``fix``/``mov``: 3D arrays (z, y, x) or Images (read whole: use a low-res level);
+    ``*_spacing``: z, y, x µm (ignored for Images). ``fix_mask``/``mov_mask``: optional
+    arrays of each image's shape (nonzero = foreground): the metric uses fixed voxels inside
+    the fixed mask that map inside the moving mask. ``metric`` ``"lncc"`` averages the NCC
+    of cubes of ``region_voxels`` (robust to gain, gamma and illumination changes between
+    rounds), ``"ncc"`` is one global NCC; pyramid ``shrink_factors`` with
+    ``smooth_sigmas`` (voxels of each level), at most ``iterations`` L-BFGS-B iterations
+    and ``samples`` fixed voxels per level (see :mod:`bigstream_core.affine_refine`).
+    Returns the refined 4x4 matrix, or the initial one when the metric does not improve;
+    with ``return_report=True`` ``(affine, report)`` with the metric before/after, the
+    iterations per level, the time and the status. Raises
+    :class:`bigstream_core.masks.MaskError` for a mask of the wrong shape or an empty one.
+
+    Example::
+
+        affine = ransac_affine(fix, mov, sp, sp, min_radius=6, max_radius=20,
+                               match_threshold=0.75)
+        refined = affine_refine(fix, mov, sp, sp, affine, fix_mask=fix > 120)
+    """
+    fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
+    masks = [
+        None if mask is None else check_mask(mask, image.shape, name)
+        for mask, image, name in ((fix_mask, fixed, "fix_mask"), (mov_mask, moving, "mov_mask"))
+    ]
+    params = RefineParams(metric, tuple(shrink_factors), tuple(smooth_sigmas), iterations,
+                          samples, region_voxels)  # fmt: skip
+    affine, report = refine_affine(fixed, moving, initial_affine, params, *masks, seed=seed)
+    return (affine, report) if return_report else affine
+
+
 def apply_global_affine(fix, mov, fix_spacing, mov_spacing, affine, order: int = 1) -> np.ndarray:
     """The moving image resampled into the fixed grid through ``affine`` (numpy, moving dtype).
 
+    ``fix``/``mov``: 3D arrays (z, y, x) with ``*_spacing`` (z, y, x µm), or
+    Images (spacing ``None``); ``affine``: 4x4, fixed -> moving, µm, z y x (as
+    :func:`ransac_affine` returns it); ``order``: interpolation order.
     ``fix`` gives only the output grid (its shape, spacing and origin); voxels
     mapping outside the moving image are 0. Example:
-    ``aligned = apply_global_affine(fix, mov, fix_spacing, mov_spacing, affine)``.
+    ``aligned = apply_global_affine(fix, mov, fix_spacing, mov_spacing, affine)``;
+    ``apply_global_affine(fix, mov, None, None, np.eye(4))`` shows the pair unregistered.
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
     lazy = resample(moving, affine_map(affine), fixed.shape, fixed.spacing, fixed.origin, order)
@@ -181,12 +238,25 @@ def apply_local_affines(
     """The moving image through ``G(L(x))``: global affine then blended local affines.
 
     ``local_affines`` and ``blocksize``/``overlap`` are what
-    :func:`tiled_ransac_affine` used; the tile grid is physical, so ``fix`` may
+    :func:`tiled_ransac_affine` used (``blocksize`` in voxels, z y x, of the
+    level the tiles were fitted on; ``overlap`` a fraction); ``global_affine``:
+    4x4, fixed -> moving, µm, z y x. The tile grid is physical, so ``fix`` may
     be a finer level than the one the tiles were fitted on when
     ``fix_level_factor`` (fitted-level voxel / ``fix`` voxel, per axis or one
     number) says so. Three output modes, as in the tutorial: an OME-Zarr
     written block by block when ``write_path`` is given (its Image is
-    returned), a lazy dask array when ``lazy=True``, a numpy array otherwise.
+    returned), a lazy dask array when ``lazy=True``, a numpy array otherwise;
+    ``chunks`` (z, y, x voxels) are the blocks of the output.
+
+    Example (tiles fitted on the low-res level, applied there and, lazily, on the
+    high-res level twice as fine)::
+
+        local = tiled_ransac_affine(fix, mov, None, None, 1.5, 5, 0.7, (20, 40, 40),
+                                    global_affine=affine)
+        aligned = apply_local_affines(fix, mov, None, None, local, (20, 40, 40),
+                                      global_affine=affine)
+        lazy = apply_local_affines(fix_hr, mov_hr, None, None, local, (20, 40, 40),
+                                   global_affine=affine, fix_level_factor=2, lazy=True)
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
     transform = affine_stages(
@@ -265,6 +335,13 @@ def tiled_deformable_align(
     affines: ``T(x) = G(L(x + d(x)))``. With ``write_path`` it is written to
     that Zarr (region by region) and the Zarr array is returned, else a numpy
     array. ``return_report=True`` adds a table, one row per block.
+
+    Example (local affines fitted on a level twice as coarse as ``fix_hr``)::
+
+        field = tiled_deformable_align(
+            fix_hr, mov_hr, None, None, (128, 128, 128), global_affine=affine,
+            local_affines=local, local_blocksize=(64, 128, 128), local_level_factor=2,
+            deform_kwargs={"mask_threshold": 150}, write_path="field.zarr")
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
     transform = affine_stages(
@@ -319,8 +396,13 @@ def apply_position_field(
     ``field``: the displacement field of :func:`tiled_deformable_align` (numpy
     or Zarr array (Z, Y, X, 3) µm on ``fix``'s grid, or the path of its Zarr);
     ``global_affine``/``local_affines`` as in :func:`affine_stages`. Output
-    blocks are ``blocksize`` voxels; the three output modes of
-    :func:`apply_local_affines` (``write_path``, ``lazy``, numpy).
+    blocks are ``blocksize`` voxels (z, y, x); the three output modes of
+    :func:`apply_local_affines` (``write_path``, ``lazy``, numpy). Example::
+
+        aligned = apply_position_field(
+            fix_hr, mov_hr, None, None, "field.zarr", (128, 128, 128), global_affine=affine,
+            local_affines=local, local_blocksize=(64, 128, 128), local_level_factor=2,
+            write_path="aligned.ome.zarr")
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
     if isinstance(field, (str, os.PathLike)):
@@ -379,6 +461,13 @@ def transform_points(
     ``inverse_field`` (:func:`invert_displacement_field`) when a ``field`` was
     used. Both fields live on the fixed grid (``fix_spacing``, ``origin``);
     ``local_*`` as in :func:`affine_stages`, the factor relative to that grid.
+
+    Example (cells found in the fixed image, (N, 3) µm z y x, into the moving image
+    and back)::
+
+        moved = transform_points(cells, fix_hr.spacing, affine, field=field)
+        back = transform_points(moved, fix_hr.spacing, affine, field=field, to_moving=False,
+                                inverse_field=invert_displacement_field(field, fix_hr.spacing))
     """
     grid = array_image(np.zeros((1, 1, 1), np.uint8), fix_spacing, origin)
     global_affine = np.eye(4) if global_affine is None else np.asarray(global_affine, float)

@@ -81,6 +81,13 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
                 f"`{stage}.min_radius` = {block['min_radius']} is larger than "
                 f"`{stage}.max_radius` = {block['max_radius']}: expected min_radius <= max_radius"
             )
+        refine = block["refine"]
+        if len(refine["shrink_factors"]) != len(refine["smooth_sigmas"]):
+            problems.append(
+                f"`{stage}.refine.shrink_factors` {refine['shrink_factors']} and "
+                f"`{stage}.refine.smooth_sigmas` {refine['smooth_sigmas']} give one value per "
+                "pyramid level and must have the same length"
+            )
     deform = config["deform"]
     lengths = {key: len(deform[key]) for key in ("iterations", "shrink_factors", "smooth_sigmas")}
     if len(set(lengths.values())) > 1:
@@ -141,7 +148,21 @@ def open_config_images(config: dict[str, Any]) -> dict[str, dict[str, Image]]:
                     f"`{key}` (path `{role}.path` = {entry['path']!r}): {error}"
                 ) from error
         images[role] = {level: levels[level] for level in LEVELS}
+        if entry.get("mask"):
+            _check_mask_file(entry["mask"], levels["highres"].shape, f"{role}.mask")
     return images
+
+
+def _check_mask_file(mask: dict[str, Any], image_shape, key: str) -> None:
+    """ConfigError unless the mask opens and its shape is a level of the image's."""
+    from bigstream_core.masks import MaskError, level_factors
+
+    where = f"`{key}` (path {mask['path']!r}, dataset {mask.get('dataset')!r})"
+    try:
+        found = open_image(mask["path"], mask.get("dataset") or None, spacing=(1.0, 1.0, 1.0))
+        level_factors(image_shape, found.shape, "the mask")
+    except (ImageError, MaskError) as error:
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def _peek_shape(entry: dict[str, Any], level: str, key: str) -> tuple[int, int, int]:

@@ -190,6 +190,7 @@ def tile_keypoints(
     nspots: int,
     border: int,
     valid: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Key points of one tile of ``image``, in physical coordinates.
 
@@ -198,7 +199,9 @@ def tile_keypoints(
     ``border`` voxels from the image edge (its correlation neighbourhood must
     fit), at most the ``nspots`` strongest. Columns: ``z_um``, ``y_um``,
     ``x_um`` (µm), ``radius_vox``, ``response``, ``intensity``. ``valid``
-    (bool, the halo's shape) limits the search as in :func:`detect_blobs`.
+    (bool, the halo's shape) limits the search as in :func:`detect_blobs`;
+    ``mask`` (bool, the whole image's shape, e.g. memory-mapped) drops the
+    points whose nearest voxel is outside it.
     """
     data = image.read(tile.slices("halo"))
     blobs = detect_blobs(data, min_radius, max_radius, num_sigma_max, valid=valid)
@@ -209,6 +212,9 @@ def tile_keypoints(
     core_high = np.array([stop for _, stop in tile.core])
     keep = np.all((nearest >= core_low) & (nearest < core_high), axis=1)
     keep &= np.all((nearest >= border) & (nearest < np.array(image.shape) - border), axis=1)
+    if mask is not None:
+        inside = nearest[keep].astype(int)
+        keep[keep] = np.asarray(mask[tuple(inside.T)], dtype=bool)
     blobs, voxel = blobs[keep], voxel[keep]
     physical = np.asarray(image.origin) + voxel * np.asarray(image.spacing)
     table = pd.DataFrame(physical, columns=COLUMNS[:3])

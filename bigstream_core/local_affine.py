@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import ndimage
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
+from bigstream_core.affine_refine import RefineError, RefineParams, refine_affine
 from bigstream_core.io import Image, array_image
 from bigstream_core.keypoints import COLUMNS, tile_keypoints
 from bigstream_core.matching import match_near
@@ -31,7 +32,7 @@ from bigstream_core.transforms import affine_map, apply_affine
 # Enough to find a 25 %-inlier set with probability 0.9997; a tile that fails costs no more.
 TILE_RANSAC_TRIALS = 2000
 REPORT_COLUMNS = ["tile", "fixed_points", "moving_points", "matches", "inliers",
-                  "residual_median_um", "status"]  # fmt: skip
+                  "residual_median_um", "status", "refine"]  # fmt: skip
 
 
 def _whole(shape) -> Tile:
@@ -53,29 +54,48 @@ def fit_tile(
     tile: Tile,
     params: dict,
     seed: int = 0,
+    masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    min_foreground: float = 0.0,
 ) -> tuple[np.ndarray | None, dict]:
     """The affine of one low-res tile, or None with the reason in the report row.
 
     Reads the fixed tile (its halo) and only the region of the moving image
     that the global affine maps onto it; ``params`` holds the ``local_affine``
     config block (radii in voxels, ``align_threshold`` and ``search_radius``
-    in µm, ``min_matches``).
+    in µm, ``min_matches``, ``refine``). ``masks``: the fixed and moving
+    foreground on their images' grids (or None); a tile whose core has less
+    than ``min_foreground`` (a fraction) of fixed foreground is skipped, and key
+    points outside the masks are dropped. With ``params["refine"]["enabled"]``
+    the RANSAC affine is refined by intensities (:mod:`bigstream_core.affine_refine`)
+    and kept unless the metric improves.
     """
+    row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id, "refine": "off"}
+    fixed_mask, moving_mask = masks
+    if fixed_mask is not None:
+        share = float(np.mean(fixed_mask[tile.slices("core")]))
+        if share < min_foreground:
+            need = f"need {100 * min_foreground:.0f} %"
+            return None, row | {"status": f"failed: {100 * share:.0f} % foreground ({need})"}
     region = tile.slices("halo")
     fixed_tile = _region_image(fixed.read(region), fixed, region)
     warped, inside = resample_block(
         moving, affine_map(global_affine), region, fixed.spacing, fixed.origin, return_inside=True
     )
     moving_tile = _region_image(warped, fixed, region)
+    tile_masks = [None if fixed_mask is None else np.asarray(fixed_mask[region]) != 0, inside]
+    if moving_mask is not None:
+        mask_image = array_image(moving_mask, moving.spacing, moving.origin)
+        tile_masks[1] = inside & resample_block(
+            mask_image, affine_map(global_affine), region, fixed.spacing, fixed.origin, order=0
+        ).astype(bool)
     # where both images have data, far enough from its edge for a whole neighbourhood
     usable = ndimage.minimum_filter(inside, size=2 * params["cc_radius"] + 1, mode="constant")
-    row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id}
     points = [
         tile_keypoints(
             image, _whole(image.shape), params["min_radius"], params["max_radius"],
-            params["num_sigma_max"], params["nspots"], params["cc_radius"], usable,
+            params["num_sigma_max"], params["nspots"], params["cc_radius"], usable, mask,
         )[COLUMNS[:3]].to_numpy()
-        for image in (fixed_tile, moving_tile)
+        for image, mask in zip((fixed_tile, moving_tile), tile_masks, strict=True)
     ]  # fmt: skip
     row["fixed_points"], row["moving_points"] = len(points[0]), len(points[1])
     need = params["min_matches"]
@@ -102,7 +122,22 @@ def fit_tile(
     row["residual_median_um"] = float(
         np.median(residuals(matrix, fixed_um[inliers], moving_um[inliers]))
     )
+    if (params.get("refine") or {}).get("enabled"):
+        matrix, row["refine"] = _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed)
     return matrix, row | {"status": "ok"}
+
+
+def _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed):
+    """A tile's RANSAC affine refined by intensities, and the refinement's status."""
+    try:
+        refined, report = refine_affine(
+            fixed_tile, moving_tile, matrix, RefineParams.from_config(params["refine"]),
+            *tile_masks, seed=seed,
+        )  # fmt: skip
+    except RefineError as error:
+        return matrix, f"kept the initial affine: {error}"
+    before, after = report["metric_before"], report["metric_after"]
+    return refined, f"{report['status']} (metric {before:.4f} -> {after:.4f})"
 
 
 def _neighbour_offsets():

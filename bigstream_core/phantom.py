@@ -42,6 +42,7 @@ __all__ = [
     "CONVENTION",
     "Cells",
     "Deformation",
+    "another_round",
     "GroundTruth",
     "PhantomSpec",
     "make_cells",
@@ -289,6 +290,14 @@ class PhantomSpec:
         texture_scale_um: texture wavelengths lie in [1, 3] x this, µm.
         noise_sigma: per-voxel Gaussian noise, counts (independent in the two images).
 
+    Another imaging round (the moving image only; the defaults leave it as the fixed one's):
+        moving_gamma: the moving counts ``v`` become ``b (v / b)^gamma``, ``b`` the background
+            level (before noise): contrast changed non-linearly.
+        moving_illumination: relative gain change across the moving box: the gain runs
+            linearly from ``1 - a`` at voxel (0, 0, 0) to ``1 + a`` at the far corner (the
+            mean of the three relative voxel positions), as an uneven illumination does.
+        moving_noise_sigma: the moving image's noise, counts (None: ``noise_sigma``).
+
     Transform (fixed -> moving, about the tissue centre, which lands at the moving box's
     centre plus `shift_um`):
         rotation_deg: rotations about the z, y and x axes, degrees (``R = Rz @ Ry @ Rx``).
@@ -318,6 +327,9 @@ class PhantomSpec:
     texture_amplitude: float = 60.0
     texture_scale_um: float = 15.0
     noise_sigma: float = 10.0
+    moving_gamma: float = 1.0
+    moving_illumination: float = 0.0
+    moving_noise_sigma: float | None = None
     rotation_deg: tuple[float, float, float] = (4.0, -3.0, 2.5)
     scale: tuple[float, float, float] = (1.03, 0.98, 1.02)
     shift_um: tuple[float, float, float] = (3.0, -5.0, 6.0)
@@ -337,6 +349,11 @@ class PhantomSpec:
             raise ValueError(
                 f"radius_range_vox {self.radius_range_vox} is empty along some axis with spacing "
                 f"{self.spacing}: need low * max(spacing) <= high * min(spacing)"
+            )
+        if self.moving_gamma <= 0 or not 0 <= self.moving_illumination < 1:
+            raise ValueError(
+                f"moving_gamma {self.moving_gamma} must be > 0 and moving_illumination "
+                f"{self.moving_illumination} in [0, 1)"
             )
         if self.deform_amplitude_um < 0 or self.deform_amplitude_um > 0.25 * self.deform_scale_um:
             raise ValueError(
@@ -385,6 +402,14 @@ def preset(name: str) -> PhantomSpec:
             shift_um=(8.0 * k, -15.0 * k, 20.0 * k),
         )
     raise ValueError(f"unknown preset {name!r}; expected one of tiny, small, {', '.join(_SIZES)}")
+
+
+def another_round(spec: PhantomSpec) -> PhantomSpec:
+    """``spec`` with the moving image as another imaging round shows it: gamma 0.8, a ±25 %
+    illumination gradient across the moving box and 1.5x the noise."""
+    return dataclasses.replace(
+        spec, moving_gamma=0.8, moving_illumination=0.25, moving_noise_sigma=1.5 * spec.noise_sigma
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,6 +633,23 @@ class _Scene:
         high = np.ceil(points.max(axis=1) / spacing).astype(int) + 2
         return low, high
 
+    def _another_round(self, values: np.ndarray, region, shape) -> np.ndarray:
+        """The moving block's noiseless counts under the round's gamma and illumination."""
+        spec = self.spec
+        if spec.moving_gamma != 1:
+            base = np.float32(spec.background_level)
+            values = base * np.power(np.maximum(values, 0) / base, np.float32(spec.moving_gamma))
+        if spec.moving_illumination:
+            position = sum(
+                np.arange(a, b, dtype=np.float32).reshape(
+                    [-1 if k == axis else 1 for k in range(3)]
+                )
+                / max(n - 1, 1)
+                for axis, ((a, b), n) in enumerate(zip(region, shape, strict=True))
+            ) / np.float32(3)
+            values = values * (1 + np.float32(spec.moving_illumination) * (2 * position - 1))
+        return values.astype(np.float32, copy=False)
+
     def render(self, image: str, block_info=None) -> np.ndarray:
         """One block of ``image`` ("fixed" or "moving"), located by dask's ``block_info``."""
         spec = self.spec
@@ -643,10 +685,15 @@ class _Scene:
             np.maximum(r2, np.float32(0), out=r2)
             r2 *= np.float32(self.cells.brightness[j] / (1 - _CUTOFF_LEVEL))
             values[box] += r2
-        if spec.noise_sigma:
-            shape = spec.moving_shape if moving else spec.fixed_shape
+        shape = spec.moving_shape if moving else spec.fixed_shape
+        if moving:
+            values = self._another_round(values, region, shape)
+        sigma = spec.noise_sigma
+        if moving and spec.moving_noise_sigma is not None:
+            sigma = spec.moving_noise_sigma
+        if sigma:
             key = _noise_key(spec.seed, _IMAGE_KEY[image])
-            values += np.float32(spec.noise_sigma) * _noise(shape, region, key)
+            values += np.float32(sigma) * _noise(shape, region, key)
         dtype = np.dtype(spec.dtype)
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
@@ -723,10 +770,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="small", help="tiny, small, S, 2S, 4S or 8S")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deform-um", type=float, help="deformation amplitude bound, µm")
+    parser.add_argument(
+        "--another-round",
+        action="store_true",
+        help="give the moving image another round's intensities: gamma 0.8, a +-25 %% "
+        "illumination gradient and 1.5x the noise",
+    )
     args = parser.parse_args(argv)
     spec = dataclasses.replace(preset(args.preset), seed=args.seed)
     if args.deform_um is not None:
         spec = dataclasses.replace(spec, deform_amplitude_um=args.deform_um)
+    if args.another_round:
+        spec = another_round(spec)
     for name, path in write_pair(args.out_dir, spec).items():
         print(f"{name}\t{path}")
 

@@ -68,3 +68,13 @@ def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
 def field_region_mem_mb(core_voxels: int, attempt: int = 1) -> int:
     """MB for stitching or inverting one region of the displacement field."""
     return int((BASELINE_MB + core_voxels * FIELD_REGION_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+# Affine refinement (whole low-res levels): each image's voxels as read, a float32 copy, its
+# smoothed copy and the level's subsample, plus int64 indices of the usable fixed voxels.
+REFINE_BYTES_PER_VOXEL = 32
+
+
+def refine_mem_mb(voxels: int, attempt: int = 1) -> int:
+    """MB for refining an affine on two images of ``voxels`` voxels together."""
+    return int((BASELINE_MB + voxels * REFINE_BYTES_PER_VOXEL / 2**20) * attempt)

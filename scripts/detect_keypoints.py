@@ -4,13 +4,14 @@ from bigstream_core import atomic
 from bigstream_core.config import open_config_images
 from bigstream_core.keypoints import tile_keypoints
 from bigstream_core.logs import configure
+from bigstream_core.masks import load_mask
 
 log = configure(snakemake.log[0])
 role, tile, ga = snakemake.wildcards.image, snakemake.params.tile, snakemake.params.keypoints
 image = open_config_images(snakemake.params.images)[role]["lowres"]
 points = tile_keypoints(
     image, tile, ga["min_radius"], ga["max_radius"], ga["num_sigma_max"], ga["nspots"],
-    ga["cc_radius"],
+    ga["cc_radius"], mask=load_mask(snakemake.input.mask),
 )  # fmt: skip
 atomic.write_table(snakemake.output[0], points)
 log.info("%s tile %s (halo %s): %d key points", role, tile.id, tile.halo, len(points))

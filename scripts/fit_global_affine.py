@@ -1,4 +1,4 @@
-"""Rule `fit_global_affine`: RANSAC affine of the matches -> affine.txt, affine_xyz.txt, report."""
+"""Rule `fit_global_affine`: RANSAC affine of the matches -> ransac_affine.txt, ransac_report."""
 
 import json
 
@@ -8,7 +8,7 @@ import pandas as pd
 from bigstream_core import atomic
 from bigstream_core.global_affine import GlobalAffineError, fit_global_affine
 from bigstream_core.logs import configure
-from bigstream_core.transforms import to_xyz, write_affine
+from bigstream_core.transforms import write_affine
 
 log = configure(snakemake.log[0])
 ga = snakemake.params.keypoints
@@ -32,6 +32,5 @@ report["keypoints_s"] = {
     for role in ("fixed_benchmarks", "moving_benchmarks")
 }
 write_affine(snakemake.output.affine, matrix)
-write_affine(snakemake.output.affine_xyz, to_xyz(matrix))
 atomic.write_json(snakemake.output.report, report)
 log.info("global affine (z y x, um):\n%s\nreport: %s", np.round(matrix, 5), report)

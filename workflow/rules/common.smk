@@ -2,6 +2,8 @@
 import re
 import sys
 
+import numpy as np
+
 # Jobs import bigstream_core from this checkout, whatever environment runs them.
 sys.path.insert(0, REPO)
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -18,6 +20,7 @@ from bigstream_core.resources import (
     keypoint_job_mem_mb,
     local_tile_mem_mb as local_job_mem_mb,
     match_job_mem_mb,
+    refine_mem_mb as refine_job_mem_mb,
     resample_mem_mb as resample_job_mem_mb,
 )
 from bigstream_core.provenance import source_digest
@@ -53,6 +56,27 @@ def plan_config():
 def image_config():
     """The part of the config that says where the images are."""
     return {role: config[role] for role in ("fixed", "moving")}
+
+
+def masked(role):
+    """Whether an image has a foreground mask (a mask file, or the automatic one)."""
+    return bool(config[role].get("mask")) or config["foreground"]["auto"] != "none"
+
+
+def mask_files(role):
+    """The image's mask on its low-res grid, as a list (empty without a mask)."""
+    return [out("masks", f"{role}.npy")] if masked(role) else []
+
+
+def refine_mem_mb(wildcards, attempt):
+    """Memory of the global refinement: both low-res levels and their pyramids."""
+    shapes = [IMAGES[role]["lowres"].shape for role in ("fixed", "moving")]
+    return refine_job_mem_mb(sum(int(np.prod(shape)) for shape in shapes), attempt)
+
+
+def mask_mem_mb(wildcards, attempt):
+    """Memory of making one image's low-res mask (the level in float32, smoothed)."""
+    return refine_job_mem_mb(int(np.prod(IMAGES[wildcards.image]["lowres"].shape)), attempt)
 
 
 def keypoint_tables(role):

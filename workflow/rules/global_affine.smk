@@ -4,6 +4,7 @@
 rule detect_keypoints:
     input:
         plan=out("plan", "images.json"),
+        mask=lambda wc: mask_files(wc.image),
     output:
         out("global", "keypoints", "{image}", "{tile}.parquet"),
     log:
@@ -60,9 +61,8 @@ rule fit_global_affine:
         fixed_benchmarks=keypoint_benchmarks("fixed"),
         moving_benchmarks=keypoint_benchmarks("moving"),
     output:
-        affine=out("global", "affine.txt"),
-        affine_xyz=out("global", "affine_xyz.txt"),
-        report=out("global", "report.json"),
+        affine=out("global", "ransac_affine.txt"),
+        report=out("global", "ransac_report.json"),
     log:
         out("logs", "fit_global_affine.log"),
     benchmark:
@@ -79,6 +79,35 @@ rule fit_global_affine:
         version=CODE_VERSION,
     script:
         "../../scripts/fit_global_affine.py"
+
+
+rule refine_global_affine:
+    input:
+        affine=out("global", "ransac_affine.txt"),
+        report=out("global", "ransac_report.json"),
+        fixed_mask=mask_files("fixed"),
+        moving_mask=mask_files("moving"),
+    output:
+        affine=out("global", "affine.txt"),
+        affine_xyz=out("global", "affine_xyz.txt"),
+        report=out("global", "report.json"),
+    log:
+        out("logs", "refine_global_affine.log"),
+    benchmark:
+        out("benchmarks", "refine_global_affine.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=refine_mem_mb,
+        runtime=30,
+    params:
+        images=image_config(),
+        refine=config["global_affine"]["refine"],
+        seed=config["seed"],
+        version=CODE_VERSION,
+    script:
+        "../../scripts/refine_global_affine.py"
 
 
 rule apply_global_affine:

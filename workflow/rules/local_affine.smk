@@ -4,6 +4,8 @@
 rule fit_local_affine:
     input:
         affine=out("global", "affine.txt"),
+        fixed_mask=mask_files("fixed"),
+        moving_mask=mask_files("moving"),
     output:
         out("local", "tiles", "{tile}.json"),
     log:
@@ -20,6 +22,7 @@ rule fit_local_affine:
         images=image_config(),
         tile=lambda wc: TILES["local_affine"][wc.tile],
         local=config["local_affine"],
+        min_foreground=config["foreground"]["min_tile_fraction"],
         seed=config["seed"],
         version=CODE_VERSION,
     script:
