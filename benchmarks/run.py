@@ -99,6 +99,7 @@ from bigstream_core.transforms import affine_map
 fixed, moving = (open_image({out!r} + f"/{{n}}.n5", "lowres") for n in ("fixed", "moving"))
 params = {params!r}
 params.pop("blocksize")
+params.pop("refine")
 affine, report = ransac_affine(fixed, moving, None, None, **params, return_report=True)
 report["tre"] = evaluate(affine_map(affine), GroundTruth.from_json({out!r} + "/truth.json"),
                          fixed, moving)
