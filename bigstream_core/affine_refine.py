@@ -16,9 +16,10 @@ sampled metric so it stays fast:
   averaged weighted by the samples in it (robust to gain changes across the volume, to
   gamma and to illumination gradients); ``"ncc"``: one NCC over all samples (robust to one
   gain and offset only).
-- Parameters: 12 numbers, ``y = A0 (x + B (x - c) + s t)``, with ``c`` the samples' centre
-  and ``s`` their RMS distance from it, so the 9 of ``B`` and the 3 of ``t`` move points by
-  comparable amounts; maximised with L-BFGS-B (scipy) from ``B = t = 0`` at each level.
+- Parameters: 12 numbers, ``y = A0 (x + v (B (x - c) / s + t))``, with ``c`` the samples'
+  centre, ``s`` their RMS distance from it and ``v`` the level's voxel size (µm), so a unit
+  change of any of the 9 of ``B`` or the 3 of ``t`` moves points by about a voxel;
+  maximised with L-BFGS-B (scipy) from ``B = t = 0`` at each level.
 
 The result is never worse than the start: at the finest level the metric of the refined and
 the initial affine are compared on the same samples and the initial one is kept unless the
@@ -164,21 +165,15 @@ class _Objective:
     """The sampled metric of one level and its gradient in the 12 parameters."""
 
     def __init__(self, moving: _Level, points, values, regions, start):
+        keep = np.bincount(regions)[regions] >= MIN_REGION_SAMPLES
         self.moving = moving
-        self.step = float(np.mean(moving.spacing))  # µm moved by a unit parameter
-        self.values = values.astype(np.float64)
         self.start = start
-        self.centre = points.mean(axis=0)
-        self.offsets = points - self.centre
+        self.step = float(np.mean(moving.spacing))  # µm moved by a unit parameter
+        self.points = points[keep]
+        self.values = values[keep].astype(np.float64)
+        self.centre = self.points.mean(axis=0)
+        self.offsets = self.points - self.centre
         self.scale = float(np.sqrt((self.offsets**2).sum(axis=1).mean())) or 1.0
-        self.points = points
-        counts = np.bincount(regions)
-        keep = counts[regions] >= MIN_REGION_SAMPLES
-        self.values, self.points, self.offsets = (
-            self.values[keep],
-            self.points[keep],
-            self.offsets[keep],
-        )
         _, self.regions = np.unique(regions[keep], return_inverse=True)
         self.counts = np.bincount(self.regions).astype(np.float64)
         self.fixed_centred = self.values - self._mean(self.values)[self.regions]
@@ -219,7 +214,8 @@ class _Objective:
         scale_f = np.where(valid, share / safe, 0.0)[self.regions]
         scale_m = np.where(valid, share * ncc / np.where(valid, m_std, 1.0) ** 2, 0.0)
         d_m = self.fixed_centred * scale_f - m_centred * scale_m[self.regions]
-        h = (gradient * d_m[:, None]) @ self.start[:3, :3]  # d metric / d (x + B(x-c) + s t)
+        # d metric / d u for the update u(x) = x + step (B (x - c) / scale + t)
+        h = (gradient * d_m[:, None]) @ self.start[:3, :3]
         d_p = self.step * np.concatenate([(h.T @ self.offsets).ravel() / self.scale, h.sum(axis=0)])
         return -metric, -d_p
 
@@ -228,15 +224,20 @@ def _samples(fixed: _Level, moving: _Level, start, masks, images, params, seed: 
     """Fixed level voxels (positions µm, values, region ids) used at one level.
 
     Usable voxels: inside the fixed mask, mapping inside the moving image (a voxel from its
-    edge) and its mask under ``start``; checked one z plane of the level at a time. For
-    ``"lncc"`` whole cubes of ``region_voxels`` are drawn (with ``seed``) until ``samples``
-    voxels are in, so each cube's NCC uses all its usable voxels; for ``"ncc"`` single
-    voxels are drawn."""
+    edge) and its mask under ``start``; checked one z plane of the level at a time, keeping
+    4 or 8 bytes per usable voxel. For ``"lncc"`` whole cubes of ``region_voxels`` are
+    drawn (with ``seed``) until ``samples`` voxels are in, so each cube's NCC uses all its
+    usable voxels; for ``"ncc"`` single voxels are drawn (all in one region)."""
     fixed_mask, moving_mask = masks
     shape = fixed.data.shape
     plane = np.indices(shape[1:]).reshape(2, -1).T
+    cubes = np.array(shape) // params.region_voxels + 1
+    plane_cube = (plane[:, 0] // params.region_voxels) * cubes[2] + plane[
+        :, 1
+    ] // params.region_voxels
     high = np.array(moving.data.shape) - 2.0
-    kept = []
+    index_type = np.int32 if fixed.data.size < 2**31 else np.int64
+    kept, kept_cubes = [], []
     for z in range(shape[0]):
         points = fixed.positions(np.column_stack([np.full(len(plane), z), plane]))
         keep = _mask_at(fixed_mask, images[0], points)
@@ -244,26 +245,25 @@ def _samples(fixed: _Level, moving: _Level, start, masks, images, params, seed: 
         voxels = moving.voxels(mapped).T
         keep &= np.all((voxels >= 1) & (voxels <= high), axis=1)
         keep &= _mask_at(moving_mask, images[1], mapped)
-        kept.append(np.flatnonzero(keep).astype(np.int64) + z * len(plane))
+        inside = np.flatnonzero(keep)
+        kept.append((inside + z * len(plane)).astype(index_type))
+        kept_cubes.append(plane_cube[inside] + (z // params.region_voxels) * cubes[1] * cubes[2])
     chosen = np.concatenate(kept)
+    regions = np.concatenate(kept_cubes)
     rng = np.random.default_rng(seed)
-    voxels = np.column_stack(np.unravel_index(chosen, shape))
     if params.metric == "ncc":
         regions = np.zeros(len(chosen), dtype=np.int64)
         if len(chosen) > params.samples:
             pick = np.sort(rng.choice(len(chosen), params.samples, replace=False))
-            chosen, voxels, regions = chosen[pick], voxels[pick], regions[pick]
-    else:
-        cubes = voxels // params.region_voxels
-        per_axis = np.array(shape) // params.region_voxels + 1
-        linear = (cubes[:, 0] * per_axis[1] + cubes[:, 1]) * per_axis[2] + cubes[:, 2]
-        _, regions = np.unique(linear, return_inverse=True)
-        if len(chosen) > params.samples:
-            sizes = np.bincount(regions)
-            order = rng.permutation(len(sizes))
-            taken = order[: np.searchsorted(np.cumsum(sizes[order]), params.samples) + 1]
-            pick = np.isin(regions, taken)
-            chosen, voxels, regions = chosen[pick], voxels[pick], regions[pick]
+            chosen, regions = chosen[pick], regions[pick]
+    elif len(chosen) > params.samples:
+        sizes = np.bincount(regions)
+        order = rng.permutation(np.flatnonzero(sizes))
+        taken = np.zeros(len(sizes), dtype=bool)
+        taken[order[: np.searchsorted(np.cumsum(sizes[order]), params.samples) + 1]] = True
+        pick = taken[regions]
+        chosen, regions = chosen[pick], regions[pick]
+    voxels = np.column_stack(np.unravel_index(chosen, shape))
     return fixed.positions(voxels), fixed.data.reshape(-1)[chosen], regions
 
 
