@@ -69,7 +69,14 @@ def transform_error(estimate: PointMap, truth: PointMap, points: np.ndarray) -> 
 
 
 def evaluate(estimate: PointMap, truth: PointMap, fixed: Image, moving: Image) -> dict[str, float]:
-    """TRE over the fixed image's foreground points whose true image lies in the moving image."""
+    """TRE over the fixed image's foreground points whose true image lies in the moving image.
+
+    ``estimate`` and ``truth`` map (N, 3) fixed points to moving points (µm, z y x);
+    returns :func:`transform_error`'s statistics (µm). Example::
+
+        truth = GroundTruth.from_json("truth.json")
+        evaluate(affine_map(affine), truth, fix, mov)["mean_um"]
+    """
     points = foreground_points(fixed)
     points = points[points_inside(truth(points), moving)]
     if len(points) == 0:

@@ -38,6 +38,8 @@ from scipy import ndimage, optimize
 from bigstream_core.io import Image
 
 METRICS = ("lncc", "ncc")
+FTOL = 1e-7  # a level stops when an iteration gains less than this relative metric (measured:
+# 2x fewer iterations than 1e-12, the same affine to 0.001 µm on the test pairs)
 MIN_SAMPLES = 100  # a level with fewer usable fixed voxels is skipped (the finest: an error)
 MIN_REGION_SAMPLES = 8  # a region with fewer samples is left out of the local NCC
 
@@ -321,7 +323,7 @@ def refine_affine(
         objective = _Objective(moving_level, points, values, regions, current)
         result = optimize.minimize(
             objective, np.zeros(12), jac=True, method="L-BFGS-B",
-            options={"maxiter": params.iterations, "gtol": 1e-8, "ftol": 1e-12},
+            options={"maxiter": params.iterations, "gtol": 1e-8, "ftol": FTOL},
         )  # fmt: skip
         current = objective.affine(result.x)
         levels.append(

@@ -210,6 +210,12 @@ def open_image(
     Raises:
         ImageError: the path, the dataset, the dimensionality, the shape or the spacing is not
             usable; the message says which file, which dataset, what was found and expected.
+
+    Example::
+
+        fix = open_image("fixed.n5", "lowres")  # N5 attributes are x, y, z: reversed here
+        fix.shape, fix.spacing, fix.origin      # z, y, x voxels; z, y, x µm; z, y, x µm
+        block = fix.read((slice(0, 32), slice(0, 64), slice(0, 64)))  # numpy, z y x
     """
     path = os.fspath(path)
     dataset = (dataset.strip("/") or None) if dataset else None
