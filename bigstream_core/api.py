@@ -405,10 +405,7 @@ def apply_position_field(
             write_path="aligned.ome.zarr")
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
-    if isinstance(field, (str, os.PathLike)):
-        displacement = open_field(field)
-    else:
-        displacement = DisplacementField(field, fixed.spacing, fixed.origin)
+    displacement = _displacement(field, fixed.spacing, fixed.origin)
     transform = chain(
         affine_stages(
             fixed, global_affine, local_affines, local_blocksize, local_overlap, local_level_factor
@@ -420,6 +417,25 @@ def apply_position_field(
     return _output(aligned, fixed, write_path, lazy, chunks)
 
 
+def _displacement(field, spacing, origin) -> DisplacementField:
+    """``field`` (Z, Y, X, 3) µm as a :class:`DisplacementField` on the fixed grid.
+
+    A path is opened with the grid stored beside it; a Zarr array that records its grid
+    (``spacing_um``, ``origin_um``) must agree with ``spacing``/``origin`` (z, y, x µm), or
+    ValueError says both; any other array is placed on ``spacing``/``origin``."""
+    if isinstance(field, (str, os.PathLike)):
+        return open_field(field)
+    attrs = getattr(field, "attrs", None)
+    stored = attrs.asdict() if attrs is not None else {}
+    for name, given, key in (("spacing", spacing, "spacing_um"), ("origin", origin, "origin_um")):
+        if key in stored and not np.allclose(given, stored[key]):
+            raise ValueError(
+                f"the field array records its grid {name} as {stored[key]} (µm, z y x) but "
+                f"{list(given)} was given: pass the field's own {name}, or its path"
+            )
+    return DisplacementField(field, spacing, origin)
+
+
 def invert_displacement_field(
     field, fix_spacing, blocksize=(128, 128, 128), origin=(0.0, 0.0, 0.0), write_path=None
 ):
@@ -427,7 +443,7 @@ def invert_displacement_field(
     ``fix_spacing`` µm: ``y + e(y)`` undoes ``x + d(x)``, computed region by region
     (``blocksize`` voxels) by fixed-point iteration. A numpy array, or with
     ``write_path`` a Zarr written region by region (the Zarr array is returned)."""
-    displacement = DisplacementField(field, fix_spacing, origin)
+    displacement = _displacement(field, fix_spacing, origin)
     shape = tuple(int(n) for n in displacement.shape)
     if write_path is not None:
         output = create_store(write_path, shape, fix_spacing, origin, blocksize)
@@ -476,7 +492,7 @@ def transform_points(
     if to_moving:
         maps = [affine_map(global_affine)] + ([] if local is None else [local])
         if field is not None:
-            maps.append(DisplacementField(field, fix_spacing, origin))
+            maps.append(_displacement(field, fix_spacing, origin))
         return chain(*maps)(points)
     if field is not None and inverse_field is None:
         raise ValueError("moving -> fixed through a deformation needs its inverse_field")
@@ -484,5 +500,5 @@ def transform_points(
     if local is not None:
         result = invert_field(local, result)
     if inverse_field is not None:
-        result = DisplacementField(inverse_field, fix_spacing, origin)(result)
+        result = _displacement(inverse_field, fix_spacing, origin)(result)
     return result

@@ -263,3 +263,17 @@ def test_api_inverse_and_points_round_trip(pair, blocks):
     assert np.abs(back - points).max() < 0.02  # µm
     with pytest.raises(ValueError, match="inverse_field"):
         transform_points(in_moving, fixed.spacing, **kwargs, to_moving=False)
+
+
+def test_a_field_array_placed_on_another_grid_than_it_records_is_refused(tmp_path):
+    """transform_points used to read a stored field with the origin it was given (default 0),
+    silently moving every point by the difference."""
+    field = create_store(
+        tmp_path / "f.zarr", (4, 5, 6), (1.0, 1.0, 1.0), (2.0, 0.0, 0.0), (4, 5, 6)
+    )
+    field[:] = 0.5  # µm along every axis
+    points = np.array([[3.0, 2.0, 2.0]])
+    with pytest.raises(ValueError, match=r"records its grid origin as \[2.0, 0.0, 0.0\]"):
+        transform_points(points, (1.0, 1.0, 1.0), field=field)
+    moved = transform_points(points, (1.0, 1.0, 1.0), field=field, origin=(2.0, 0.0, 0.0))
+    np.testing.assert_allclose(moved, points + 0.5, atol=1e-6)
