@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Benchmarks: wall time, peak memory per job, voxels/s and accuracy of each stage.
 
-    python benchmarks/run.py [--quick] [--sizes S 2S ...] [--dag 1000 10000 ...]
+    python benchmarks/run.py [--quick] [--with-bigstream] [--sizes S 2S 4S 8S]
+                             [--bigstream-sizes S] [--dag 1000 10000 ...]
 
 Sizes are phantom presets (``bigstream_core.phantom.preset``), with a smooth
 deformation of up to 4 µm on top of the affine, written as N5 with a
 ``highres`` level of the preset's size and a ``lowres`` level (2x2x2 means),
 as the bigstream tutorial's data: ``S`` is 150 x 250 x 450 high-res voxels,
-``2S`` eight times that (the size of the tutorial's high-res level). The
+``2S``, ``4S``, ``8S`` two, four, eight times its voxels (8S, 300 x 500 x 900, is the
+size of the tutorial's high-res level); the default runs all four (~30 min here). The
 affine stages work on the low-res level, deform and resample on the high-res
 one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 
@@ -25,8 +27,15 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   ``benchmark:`` files); ``voxels`` is the level the stage works on;
   accuracy = mean TRE over the fixed foreground against the known transform
   and NCC over the foreground; ``whole_workflow`` is the run's wall time (DAG,
-  job start-up and all), ``whole_workflow_without_qc`` that of a second run
-  without ``ground_truth`` (what a user's run does: no QC job);
+  job start-up and all), ``whole_workflow_without_qc`` (largest size only) that of a
+  second run without ``ground_truth`` (what a user's run does: no QC job);
+- ``job_startup``: a process importing what a deform job imports (paid by every job);
+- ``write``: writing the fixed high-res volume once into a new Zarr (with ``read``, the
+  I/O floor);
+- ``profile_deform_block`` (largest size): the middle deform block under cProfile, its top
+  functions in ``latest_profile.md``, with this machine's floors for that block:
+  ``floor_gaussian_pass`` and ``floor_map_coordinates_pass`` (one pass of the deform's two
+  kernels over the block, float32) (``benchmarks/profile_stage.py``);
 - ``global_affine_api``: the global affine in one process with
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs);
 - ``global_refine_api``: ``bigstream_core.api.affine_refine`` of that affine in its own
@@ -36,11 +45,19 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   (``--dag``, e.g. ``--dag 1000 10000 100000``; metadata-only images, see
   ``benchmarks/dag.py``): wall time, peak memory, jobs planned, ms per job.
 
+``--with-bigstream`` adds the published bigstream 5.0.3 on the same pairs
+(``--bigstream-sizes``, default the smallest size run): its RANSAC affine, its piecewise
+RANSAC (local affines) and its piecewise deformation with a local dask cluster, each timed
+and checked against the known transform like ours, in its own virtual environment
+(``benchmarks/bigstream_side.py``); ``latest_bigstream.md`` has the ratios ours/theirs.
+
 Every step runs in its own process; its peak memory comes from the kernel
-(``os.wait4``). The table is printed and written to
-``benchmarks/results/latest.tsv`` and ``latest.md``; a second table, per tile
-rule, compares the memory each job asked the scheduler for with its measured
-peak (``benchmarks/memory.py``; ``latest_memory.md``).
+(``os.wait4``: the largest process, children included). The table is printed and written
+to ``benchmarks/results/latest.tsv`` and ``latest.md``; ``latest_scaling.md`` gives, per
+stage, the largest job's memory and the time per voxel at each size relative to the
+smallest (flat memory, time no worse than linear); a last table, per tile rule, compares
+the memory each job asked the scheduler for with its measured peak
+(``benchmarks/memory.py``; ``latest_memory.md``).
 """
 
 from __future__ import annotations
@@ -59,6 +76,7 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bigstream_side  # noqa: E402
 from dag import dry_run  # noqa: E402
 from memory import memory_table  # noqa: E402
 
@@ -73,7 +91,12 @@ GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128,
                  "refine": {"enabled": True}}  # fmt: skip
 LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [64, 128, 128], "overlap": 0.25,
                 "min_matches": 12}  # fmt: skip
-DEFORM = {"mask_threshold": 150}  # the phantom's background is 100 +- 10 counts
+# High-res blocks of 128 x 256 x 256 voxels: a whole block fits even the smallest size's
+# 150 x 250 x 450 image (the defaults' 256^3 would be cut to 150 x 250 x 256 there and grow
+# with the image up to 4S), so a job's memory can be compared across sizes.
+HIGHRES_BLOCK = [128, 256, 256]
+DEFORM = {"mask_threshold": 150, "blocksize": HIGHRES_BLOCK}  # background: 100 +- 10 counts
+RESAMPLE = {"blocksize": HIGHRES_BLOCK}
 DEFORM_UM = 4.0
 
 WRITE = """
@@ -87,6 +110,21 @@ import dask
 from bigstream_core.io import open_image
 with dask.config.set(scheduler="threads"):
     open_image({out!r} + "/fixed.n5", "highres").to_dask().sum().compute()
+"""
+WRITE_ONCE = """
+import dask, shutil
+from bigstream_core.io import open_image
+with dask.config.set(scheduler="threads"):
+    open_image({out!r} + "/fixed.n5", "highres").to_dask().to_zarr({out!r} + "/write_once.zarr",
+                                                                   overwrite=True)
+shutil.rmtree({out!r} + "/write_once.zarr")
+"""
+STARTUP = """
+from bigstream_core import atomic
+from bigstream_core.config import open_config_images
+from bigstream_core.deform import DeformParams, register_tile
+from bigstream_core.full_transform import from_inputs
+from bigstream_core.logs import configure
 """
 API = """
 import json, time
@@ -186,13 +224,13 @@ def run_workflow(work: Path, config: dict) -> tuple[float, float]:
     return wall, cpu
 
 
-def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
+def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool) -> list[dict]:
     """The workflow's stages through real Snakemake, one row per stage.
 
       ``wall_s`` sums the stage's job times (what a one-core machine would take),
       ``peak_rss_mb`` is the largest ``max_rss`` of its jobs, both from the
-      jobs' Snakemake benchmark files; a row times the whole run, and a last one a
-    second run without the known transform (no QC job), as a user runs it.
+      jobs' Snakemake benchmark files; a row times the whole run, and with ``user_run``
+    a last one a second run without the known transform (no QC job), as a user runs it.
     """
     work = out / "workflow"
     results = work / "results"
@@ -200,12 +238,9 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
         "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
         "output_dir": str(results), "ground_truth": str(out / "truth.json"),
         "global_affine": GLOBAL_AFFINE, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
+        "resample": RESAMPLE,
     }  # fmt: skip
     wall, cpu = run_workflow(work, config)
-    # the registration alone, as a user runs it (no known transform, so no QC job)
-    chain = run_workflow(
-        work, {**config, "ground_truth": None, "output_dir": str(results) + "_chain"}
-    )
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     tre = {row["transform"]: row for row in accuracy}
     rows = []
@@ -217,6 +252,7 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
         if stage in ACCURACY_LABELS:
             row = tre[ACCURACY_LABELS[stage]]
             extra["accuracy"] = f"TRE {row['mean_um']:.3f} um, NCC {row['ncc_fg']:.3f}"
+            extra["tre_um"] = row["mean_um"]
         level = voxels["lowres" if stage in LOWRES_STAGES else "highres"]
         rows.append(row_of(stage, size, level, jobs["s"].sum(), jobs["cpu_time"].sum(),
                            jobs["max_rss"].max(), **extra))  # fmt: skip
@@ -231,14 +267,50 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int]) -> list[dict]:
             accuracy=f"TRE before {tre['none (before registration)']['mean_um']:.2f} um",
         )
     )
-    rows.append(row_of("whole_workflow_without_qc", size, voxels["highres"], *chain, float("nan")))
+    if user_run:  # the registration alone, as a user runs it (no known transform: no QC job)
+        chain = {**config, "ground_truth": None, "output_dir": str(results) + "_chain"}
+        rows.append(row_of("whole_workflow_without_qc", size, voxels["highres"],
+                           *run_workflow(work, chain), float("nan")))  # fmt: skip
     return rows
 
 
-def run(sizes: list[str]) -> pd.DataFrame:
+def profile_rows(out: Path, size: str) -> list[dict]:
+    """The middle deform block under cProfile, and the floors of its kernels on this machine."""
+    wall, cpu, rss = measure([sys.executable, str(HERE / "profile_stage.py"), str(out),
+                              json.dumps(DEFORM)])  # fmt: skip
+    report = json.loads((out / "profile.json").read_text())
+    halo = report["halo_voxels"]
+    rows = [row_of("profile_deform_block", size, halo, report["block_s"], cpu, rss,
+                   accuracy=f"block {report['block']}, process {wall:.1f} s")]  # fmt: skip
+    for floor in ("read", "gaussian_pass", "map_coordinates_pass"):
+        seconds = report[f"{floor}_s"]
+        rows.append(row_of(f"floor_{floor}", size, halo, seconds, seconds, float("nan")))
+    return rows
+
+
+def scaling(table: pd.DataFrame) -> pd.DataFrame:
+    """Per stage of ours: the largest job's memory and seconds per voxel at each size,
+    relative to the smallest size (memory flat and time linear: both stay near 1)."""
+    ours = table[(table["tool"] == "bigstream-workflow") & table["peak_rss_mb"].notna()
+                 & ~table["stage"].str.startswith("dag_")]  # fmt: skip
+    rows = []
+    for stage, group in ours.groupby("stage", sort=False):
+        if len(group) < 2:
+            continue
+        first = group.iloc[0]
+        for _, row in group.iterrows():
+            per_voxel = (row["wall_s"] / row["voxels"]) / (first["wall_s"] / first["voxels"])
+            rows.append({"stage": stage, "size": row["size"], "voxels": row["voxels"],
+                         "peak_rss_mb": row["peak_rss_mb"],
+                         "memory / smallest": round(row["peak_rss_mb"] / first["peak_rss_mb"], 2),
+                         "s per voxel / smallest": round(per_voxel, 2)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run(sizes: list[str], bigstream_sizes: list[str]) -> pd.DataFrame:
     from bigstream_core.phantom import preset
 
-    rows = []
+    rows = [row_of("job_startup", "-", 1, *measure(python(STARTUP)))]
     for size in sizes:
         spec = preset(size)
         high = math.prod(spec.fixed_shape) + math.prod(spec.moving_shape)
@@ -249,12 +321,18 @@ def run(sizes: list[str]) -> pd.DataFrame:
         rows.append(row_of("phantom", size, high, *measure(python(write))))
         fixed_voxels = math.prod(spec.fixed_shape)
         rows.append(row_of("read", size, fixed_voxels, *measure(python(READ.format(out=str(out))))))
-        rows.extend(workflow_stages(out, size, voxels))
+        rows.append(row_of("write", size, fixed_voxels,
+                           *measure(python(WRITE_ONCE.format(out=str(out))))))  # fmt: skip
+        largest = size == sizes[-1]
+        rows.extend(workflow_stages(out, size, voxels, user_run=largest))
+        if largest:
+            rows.extend(profile_rows(out, size))
         api = measure(python(API.format(out=str(out), params=dict(GLOBAL_AFFINE))))
         report = json.loads((out / "api_report.json").read_text())
         points = report["fixed_points"] + report["moving_points"]
         rows.append(row_of("global_affine_api", size, voxels["lowres"], *api,
                         accuracy=f"TRE {report['tre']['mean_um']:.3f} um",
+                        tre_um=report["tre"]["mean_um"],
                         points_per_s=round(points / api[0]),
                         matches_per_s=round(report["matches"] / api[0])))  # fmt: skip
         refine = measure(python(REFINE.format(out=str(out))))
@@ -262,6 +340,9 @@ def run(sizes: list[str]) -> pd.DataFrame:
         before, after = report["tre"]
         outcome = f"TRE {before:.3f} -> {after:.3f} um, {report['status']}"
         rows.append(row_of("global_refine_api", size, voxels["lowres"], *refine, accuracy=outcome))
+        if size in bigstream_sizes:
+            rows.extend(bigstream_side.bigstream_rows(out, size, voxels, measure, row_of,
+                                                      KEYPOINTS, LOCAL_AFFINE))  # fmt: skip
         print(pd.DataFrame(rows).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
@@ -271,25 +352,41 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="the small pair only (minutes)")
-    parser.add_argument("--sizes", nargs="+", help="phantom presets to run (default: S 2S)")
+    parser.add_argument("--sizes", nargs="+", help="phantom presets to run (default: S 2S 4S 8S)")
+    parser.add_argument(
+        "--with-bigstream",
+        action="store_true",
+        help="also run bigstream 5.0.3 (own virtualenv) on the same pairs",
+    )
+    parser.add_argument("--bigstream-sizes", nargs="+",
+                        help="sizes bigstream runs on (default: the smallest one run)")  # fmt: skip
     parser.add_argument("--dag", nargs="*", type=int,
                         help="deform block counts to plan (default 1000 10000)")  # fmt: skip
     args = parser.parse_args()
-    sizes = args.sizes or (["small"] if args.quick else ["S", "2S"])
+    sizes = args.sizes or (["small"] if args.quick else ["S", "2S", "4S", "8S"])
+    bigstream_sizes = (args.bigstream_sizes or sizes[:1]) if args.with_bigstream else []
     counts = args.dag if args.dag is not None else ([1000] if args.quick else [1000, 10000])
-    table = run(sizes)
+    table = run(sizes, bigstream_sizes)
     memory = pd.concat(
         [memory_table(WORK / size / "workflow" / "results").assign(size=size) for size in sizes]
     )
-    if counts:
-        plans = [dry_run(n, WORK, grouped) for n in [1, *counts] for grouped in (False, True)]
+    if counts:  # grouped planning grows faster than linearly: up to 1k blocks only
+        plans = [dry_run(n, WORK, grouped) for n in [1, *counts] for grouped in (False, True)
+                 if not grouped or n <= 1000]  # fmt: skip
         table = pd.concat([table, pd.DataFrame(plans)])
+    tables = {"latest": table, "latest_scaling": scaling(table), "latest_memory": memory}
+    if bigstream_sizes:
+        tables["latest_bigstream"] = pd.DataFrame(bigstream_side.ratios(table))
     RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / "latest.tsv", sep="\t", index=False)
-    (RESULTS / "latest.md").write_text(table.to_markdown(index=False) + "\n")
-    (RESULTS / "latest_memory.md").write_text(memory.to_markdown(index=False) + "\n")
-    print(f"\n{table.to_markdown(index=False)}\n\n{memory.to_markdown(index=False)}\n\n"
-          f"written: {RESULTS}/latest.tsv, latest.md, latest_memory.md")  # fmt: skip
+    profile = WORK / sizes[-1] / "profile.json"
+    if profile.exists():
+        tables["latest_profile"] = pd.DataFrame(json.loads(profile.read_text())["top"])
+    for name, frame in tables.items():
+        text = frame.to_markdown(index=False) if not frame.empty else "(nothing to compare)"
+        (RESULTS / f"{name}.md").write_text(text + "\n")
+        print(f"\n{name}.md\n{text}")
+    print(f"\nwritten: {RESULTS}/latest.tsv, {', '.join(f'{name}.md' for name in tables)}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         return yaml.safe_load(handle) or {}
 
 
+def merge_config(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, key by key at every depth, as Snakemake merges a
+    ``--configfile`` onto the workflow's ``configfile:`` (neither input is changed)."""
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_config(merged[key], value) if both else value
+    return merged
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path) or "(top level)"
 

@@ -64,7 +64,7 @@ CUTOFF_SIGMAS = 4.0
 _CUTOFF_LEVEL = math.exp(-0.5 * CUTOFF_SIGMAS**2)
 _TISSUE_ROUGHNESS = 0.08  # summed relative amplitude of the tissue boundary's lumps
 _WAVES = 4  # plane waves in the texture and in the tissue boundary
-_SIZES = {"S": 1, "2S": 2, "4S": 4, "8S": 8}
+_SIZES = {"S": 1, "2S": 2, "4S": 4, "8S": 8, "64S": 64, "512S": 512}  # times S's voxels
 _STREAM = {"cells": 1, "texture": 2, "tissue": 3, "deformation": 4}  # independent rng streams
 _IMAGE_KEY = {"fixed": 1, "moving": 2}  # noise streams of the two images
 
@@ -375,9 +375,10 @@ def preset(name: str) -> PhantomSpec:
     - ``"small"``: 80 x 160 x 160, denser cells, for the demo and the workflow tests (a few
       hundred key points on the low-res level: enough for a reliable global affine).
     - ``"S"``: 150 x 250 x 450, the size of a typical low-res level.
-    - ``"2S"``, ``"4S"``, ``"8S"``: S scaled by 2, 4, 8 along every axis (shift too), so
-      8 and 64 and 512 times the voxels: 2S is 135 M voxels (0.27 GB uint16, the size of the
-      bigstream tutorial's high-res level), 4S 2.2 GB, 8S 17 GB per volume.
+    - ``"2S"``, ``"4S"``, ``"8S"``, ``"64S"``, ``"512S"``: that many times S's voxels, S
+      scaled by the cube root along every axis (shift too; shapes rounded to even voxels):
+      8S is 300 x 500 x 900, 135 M voxels (0.27 GB uint16, the size of the bigstream
+      tutorial's high-res level), 64S 2.2 GB, 512S 17 GB per volume.
     """
     if name == "tiny":
         return PhantomSpec(
@@ -395,10 +396,14 @@ def preset(name: str) -> PhantomSpec:
             fixed_shape=(80, 160, 160), moving_shape=(82, 172, 150), cell_density=1.0
         )
     if name in _SIZES:
-        k = _SIZES[name]
+        k = _SIZES[name] ** (1 / 3)
+
+        def even(*edges):
+            return tuple(2 * round(edge * k / 2) for edge in edges)
+
         return PhantomSpec(
-            fixed_shape=(150 * k, 250 * k, 450 * k),
-            moving_shape=(156 * k, 270 * k, 424 * k),
+            fixed_shape=even(150, 250, 450),
+            moving_shape=even(156, 270, 424),
             shift_um=(8.0 * k, -15.0 * k, 20.0 * k),
         )
     raise ValueError(f"unknown preset {name!r}; expected one of tiny, small, {', '.join(_SIZES)}")
@@ -767,7 +772,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Write a synthetic fixed/moving pair with its known transform.",
     )
     parser.add_argument("out_dir", help="output folder")
-    parser.add_argument("--preset", default="small", help="tiny, small, S, 2S, 4S or 8S")
+    parser.add_argument("--preset", default="small", help="tiny, small, S, 2S, 4S, 8S, 64S or 512S")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deform-um", type=float, help="deformation amplitude bound, µm")
     parser.add_argument(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+import zarr
 
 from bigstream_core.phantom import preset, write_pair
 
@@ -70,6 +73,12 @@ def snakemake_command(workdir: Path, config: dict, *args: str, profile: str = "l
 
 
 SNAKEMAKE_ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def digest(path, component=None) -> str:
+    """SHA-256 of a whole Zarr array (or of one of its groups' arrays)."""
+    array = zarr.open_array(path, path=component, mode="r") if component else zarr.open_array(path)
+    return hashlib.sha256(np.ascontiguousarray(array[...]).tobytes()).hexdigest()
 
 
 def run_snakemake(

@@ -13,7 +13,13 @@ import pytest
 import yaml
 import zarr
 
-from bigstream_core.config import ConfigError, checked_config, load_yaml, validate_config
+from bigstream_core.config import (
+    ConfigError,
+    checked_config,
+    load_yaml,
+    merge_config,
+    validate_config,
+)
 from tests.conftest import ROOT, pair_config, run_snakemake
 
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -21,14 +27,8 @@ DEFAULTS = load_yaml(ROOT / "config" / "config.yaml")
 
 
 def merged(user: dict) -> dict:
-    """What Snakemake does: the user's file merged recursively onto config/config.yaml."""
-    config = copy.deepcopy(DEFAULTS)
-    for key, value in user.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key].update(value)
-        else:
-            config[key] = value
-    return config
+    """What Snakemake does: the user's file merged onto config/config.yaml."""
+    return merge_config(copy.deepcopy(DEFAULTS), user)
 
 
 def test_defaults_document_every_schema_key_and_nothing_else():

@@ -171,9 +171,13 @@ def test_presets_put_the_warped_tissue_inside_the_moving_box(name):
 
 
 def test_preset_sizes():
-    voxels = {name: np.prod(preset(name).fixed_shape) for name in ["tiny", "small", "S", "8S"]}
+    names = ["tiny", "small", "S", "2S", "4S", "8S", "64S"]
+    voxels = {name: np.prod(preset(name).fixed_shape) for name in names}
     assert voxels["tiny"] < voxels["small"] < voxels["S"]
-    assert voxels["8S"] * 2 > 2**30 and np.prod(preset("8S").moving_shape) * 2 > 2**30
+    for multiple in (2, 4, 8, 64):  # named by their voxels (edges rounded to even: ~1 % off)
+        assert voxels[f"{multiple}S"] / voxels["S"] == pytest.approx(multiple, rel=0.02)
+    assert preset("8S").fixed_shape == (300, 500, 900)
+    assert voxels["64S"] * 2 > 2**30 and np.prod(preset("64S").moving_shape) * 2 > 2**30
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
     with pytest.raises(ValueError, match="deform_amplitude_um"):

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import demo_config, pair_config, run_snakemake
+from tests.conftest import (
+    SNAKEMAKE_ENV,
+    demo_config,
+    digest,
+    pair_config,
+    run_snakemake,
+    snakemake_command,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +42,31 @@ def slurm():
         pytest.skip("no SLURM here (.ci/slurm-up.sh starts a one-node cluster)")
 
 
-def test_the_workflow_runs_through_sbatch_in_groups(deformed_pair, tmp_path):
-    config = pair_config(deformed_pair, tmp_path / "results", **demo_config())
-    # Fewer, larger tiles than the demo: a group job runs its members one after another on
-    # the CI node, so its time grows with their number; each stage still has 2 tiles.
+def cluster_config(pair, results) -> dict:
+    """The demo's parameters with fewer, larger tiles: a group job runs its members one after
+    another on the CI node, so its time grows with their number; each stage still has 2
+    tiles."""
+    config = pair_config(pair, results, **demo_config())
     config["local_affine"]["enabled"] = False  # fewer DAG layers (each costs status polls)
     config["global_affine"]["blocksize"] = [40, 80, 80]
     config["deform"]["blocksize"] = [40, 160, 160]
     config["resample"]["blocksize"] = [80, 160, 80]
-    result = run_snakemake(tmp_path, config, profile="slurm-ci", timeout=900)
+    return config
+
+
+@pytest.fixture(scope="module")
+def slurm_run(deformed_pair, tmp_path_factory):
+    """One whole run through sbatch: its folder, config and log."""
+    work = tmp_path_factory.mktemp("slurm")
+    config = cluster_config(deformed_pair, work / "results")
+    result = run_snakemake(work, config, profile="slurm-ci", timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    return work, config, log
+
+
+def test_the_workflow_runs_through_sbatch_in_groups(slurm_run):
+    tmp_path, _, log = slurm_run
     accuracy = json.loads((tmp_path / "results" / "qc" / "accuracy.json").read_text())
     assert accuracy["transform"] == "global affine + deformation"
     assert accuracy["mean_um"] < 0.4
@@ -66,3 +90,87 @@ def test_a_failing_job_fails_the_run_and_names_rule_and_log(tiny_pair, tmp_path)
     assert "GlobalAffineError: fixed image: 0 key points found" in log
     assert "logs/match_keypoints.log" in log
     assert not (tmp_path / "results" / "global" / "matches.parquet").exists()
+
+
+def running_jobs(word: str) -> list[str]:
+    """Ids of this cluster's RUNNING jobs whose name or comment mentions ``word``."""
+    listing = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%j|%k"],
+                             capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+    return [line.split("|")[0] for line in listing.splitlines() if word in line]
+
+
+def wait_for_running(process: subprocess.Popen, word: str, timeout: float = 600) -> list[str]:
+    """Wait until a SLURM job mentioning ``word`` runs while ``process`` (Snakemake) lives."""
+    deadline = time.monotonic() + timeout
+    while not (jobs := running_jobs(word)):
+        assert process.poll() is None, f"Snakemake ended before a {word} job ran"
+        assert time.monotonic() < deadline, f"no {word} job ran within {timeout} s"
+        time.sleep(0.5)
+    return jobs
+
+
+def deform_memory(log: str) -> dict[str, list[int]]:
+    """mem_mb asked for each deform block, attempt after attempt, from Snakemake's job lines."""
+    asked: dict[str, list[int]] = {}
+    job = re.compile(r"rule deform_block:.*?wildcards: tile=(\w+).*?mem_mb=(\d+)", re.DOTALL)
+    for tile, mem_mb in job.findall(log):
+        asked.setdefault(tile, []).append(int(mem_mb))
+    return asked
+
+
+def test_a_cancelled_group_job_is_retried_with_more_memory_and_gives_the_same_result(
+    slurm_run, tmp_path
+):
+    work, config, _ = slurm_run
+    config = {**config, "output_dir": str(tmp_path / "results")}
+    command = snakemake_command(tmp_path, config, profile="slurm-ci")
+    with (tmp_path / "snakemake.log").open("w") as output:
+        process = subprocess.Popen(command, env=SNAKEMAKE_ENV, stdout=output,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+        jobs = wait_for_running(process, "deform")
+        subprocess.run(["scancel", *jobs], check=True, timeout=30)  # as an admin or a preemption
+        assert process.wait(timeout=900) == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
+    log = (tmp_path / "snakemake.log").read_text()
+    assert "Trying to restart job" in log
+    retried = {tile: asked for tile, asked in deform_memory(log).items() if len(asked) > 1}
+    assert retried, deform_memory(log)
+    for asked in retried.values():
+        assert asked[1] > asked[0]  # the retry asks for more memory
+    field = Path("results", "transform", "field.zarr")
+    assert digest(tmp_path / field) == digest(work / field)
+    assert digest(tmp_path / "results" / "aligned.ome.zarr", "0") == digest(
+        work / "results" / "aligned.ome.zarr", "0"
+    )
+
+
+def global_outputs(results: Path) -> dict[str, int]:
+    """The global affine's files under ``results`` (key points, matches, affines, reports;
+    not its low-res preview image, which may still be in flight): modification times, ns."""
+    files = (path for path in (results / "global").rglob("*") if path.is_file())
+    return {str(path.relative_to(results)): path.stat().st_mtime_ns for path in files
+            if not any(part.endswith(".ome.zarr") for part in path.parts)}  # fmt: skip
+
+
+def test_a_killed_controller_resumes_without_redoing_finished_tiles(slurm_run, tmp_path):
+    work, config, _ = slurm_run
+    config = {**config, "output_dir": str(tmp_path / "results")}
+    blocks = tmp_path / "results" / "deform" / "blocks"
+    command = snakemake_command(tmp_path, config, profile="slurm-ci")
+    process = subprocess.Popen(command, env=SNAKEMAKE_ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for_running(process, "deform")  # the global stage is done, deform blocks in flight
+    finished = global_outputs(tmp_path / "results")
+    process.kill()  # the controller dies; what it submitted stays with SLURM
+    process.wait()
+    subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], timeout=30)
+    assert not (tmp_path / "results" / "aligned" / "complete.json").exists()
+    assert run_snakemake(tmp_path, config, "--unlock").returncode == 0
+    result = run_snakemake(tmp_path, config, profile="slurm-ci", timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "rule fit_global_affine:" not in log and "rule detect_keypoints:" not in log
+    assert "rule deform_block:" in log and not any(blocks.glob("*.tmp*"))
+    assert global_outputs(tmp_path / "results") == finished  # not written again
+    assert digest(tmp_path / "results" / "transform" / "field.zarr") == digest(
+        work / "results" / "transform" / "field.zarr"
+    )

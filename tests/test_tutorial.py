@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from matplotlib.image import imread
 
 from bigstream_core import api
 from bigstream_core.accuracy import evaluate, foreground_points, points_inside
+from bigstream_core.config import load_yaml, merge_config
 from bigstream_core.deform import DeformParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,23 +111,6 @@ def test_the_workflow_run_gives_the_same_registration(tutorial):
     assert (Path(tutorial["config"]["output_dir"]) / "aligned.ome.zarr").is_dir()
 
 
-def merged_config(path: Path) -> dict:
-    """``path`` over config/config.yaml, merged key by key as Snakemake merges them."""
-
-    def merge(base: dict, top: dict) -> dict:
-        return {
-            **base,
-            **{
-                key: merge(base[key], value)
-                if isinstance(value, dict) and isinstance(base.get(key), dict)
-                else value
-                for key, value in top.items()
-            },
-        }
-
-    return merge(*(yaml.safe_load(p.read_text()) for p in (ROOT / "config" / "config.yaml", path)))
-
-
 def called_with(function, given: dict) -> dict:
     """The keyword values a call of ``function`` gets: ``given`` over the defaults."""
     defaults = {
@@ -144,7 +127,8 @@ def same(a, b) -> bool:
 
 @pytest.mark.slow
 def test_the_api_calls_use_the_parameters_of_the_config_the_workflow_runs(tutorial):
-    config = merged_config(tutorial["config_file"])
+    defaults = load_yaml(ROOT / "config" / "config.yaml")
+    config = merge_config(defaults, load_yaml(tutorial["config_file"]))
     local = {**tutorial["local_kwargs"], **tutorial["TILES"]}
     for function, given, block in [
         (api.ransac_affine, tutorial["global_kwargs"], "global_affine"),

@@ -27,6 +27,7 @@ from bigstream_core.transforms import affine_map, apply_affine, chain, read_affi
 from tests.conftest import (
     SNAKEMAKE_ENV,
     demo_config,
+    digest,
     pair_config,
     run_snakemake,
     snakemake_command,
@@ -252,12 +253,6 @@ def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
     assert "rule fit_local_affine:" not in log and "rule detect_keypoints:" not in log
     after = zarr.open_array(results / "aligned.ome.zarr", path="0", mode="r")[WHOLE]
     assert hashlib.sha256(after.tobytes()).hexdigest() == before
-
-
-def digest(path, component=None) -> str:
-    """SHA-256 of a whole Zarr array (or of one of its groups' arrays)."""
-    array = zarr.open_array(path, path=component, mode="r") if component else zarr.open_array(path)
-    return hashlib.sha256(np.ascontiguousarray(array[...]).tobytes()).hexdigest()
 
 
 def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, tmp_path):
