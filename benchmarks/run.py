@@ -27,8 +27,9 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   ``benchmark:`` files); ``voxels`` is the level the stage works on;
   accuracy = mean TRE over the fixed foreground against the known transform
   and NCC over the foreground; ``whole_workflow`` is the run's wall time (DAG,
-  job start-up and all), ``whole_workflow_without_qc`` (largest size only) that of a
-  second run without ``ground_truth`` (what a user's run does: no QC job);
+  job start-up and all), ``whole_workflow_no_truth`` (largest size only) that of a
+  second run without ``ground_truth`` (what a user's run does: no accuracy job);
+  ``qc_report`` the job that draws the QC pictures and the metrics table;
 - ``job_startup``: a process importing what a deform job imports (paid by every job);
 - ``write``: writing the fixed high-res volume once into a new Zarr (with ``read``, the
   I/O floor);
@@ -192,9 +193,10 @@ STAGE_RULES = {
     "resample": ("resample_block", "finalize_aligned"),
     "lowres_outputs": ("apply_global_affine", "apply_local_affines_lowres"),
     "qc_accuracy": ("evaluate_accuracy",),
+    "qc_report": ("qc_report",),
 }
 LOWRES_STAGES = ("global_affine", "global_refine", "local_affine", "lowres_outputs",
-                 "qc_accuracy")  # fmt: skip
+                 "qc_accuracy", "qc_report")  # fmt: skip
 ACCURACY_LABELS = {
     "global_refine": "global affine",
     "local_affine": "global affine + local affines",
@@ -269,7 +271,7 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool
     )
     if user_run:  # the registration alone, as a user runs it (no known transform: no QC job)
         chain = {**config, "ground_truth": None, "output_dir": str(results) + "_chain"}
-        rows.append(row_of("whole_workflow_without_qc", size, voxels["highres"],
+        rows.append(row_of("whole_workflow_no_truth", size, voxels["highres"],
                            *run_workflow(work, chain), float("nan")))  # fmt: skip
     return rows
 

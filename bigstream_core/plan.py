@@ -13,7 +13,7 @@ from typing import Any
 from bigstream_core import atomic
 from bigstream_core.io import Image
 from bigstream_core.keypoints import keypoint_halo
-from bigstream_core.provenance import provenance
+from bigstream_core.provenance import describe_images, provenance
 from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
 
 
@@ -47,20 +47,6 @@ def overlapping_grid(block: dict[str, Any], image: Image) -> list[Tile]:
     return tile_grid(image.shape, block["blocksize"], overlap)
 
 
-def describe_image(image: Image) -> dict[str, Any]:
-    """JSON-ready metadata of one image level (z, y, x; µm)."""
-    return {
-        "path": str(image.path),
-        "dataset": image.dataset,
-        "format": image.format,
-        "shape": list(image.shape),
-        "dtype": str(image.dtype),
-        "chunks": list(image.chunks),
-        "spacing_um": list(image.spacing),
-        "origin_um": list(image.origin),
-    }
-
-
 def write_plan(
     out_dir: str | Path,
     config: dict[str, Any],
@@ -76,10 +62,7 @@ def write_plan(
     for name, tiles in grids.items():
         atomic.write_table(out_dir / f"grid_{name}.tsv", grid_table(tiles))
     summary = {
-        "images": {
-            role: {level: describe_image(image) for level, image in levels.items()}
-            for role, levels in images.items()
-        },
+        "images": describe_images(images),
         "grids": {name: len(tiles) for name, tiles in grids.items()},
         "provenance": provenance(config),
     }

@@ -5,7 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bigstream_core.io import Image
 
 PACKAGES = (
     "bigstream-workflow",
@@ -28,17 +31,43 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def provenance(config: dict[str, Any]) -> dict[str, Any]:
-    """Versions, platform and the config, for output metadata.
+def describe_images(images: dict[str, dict[str, Image]]) -> dict[str, dict[str, Any]]:
+    """JSON-ready metadata of each role's image levels (z, y, x; µm), no voxel data."""
+    return {
+        role: {
+            level: {
+                "path": str(image.path),
+                "dataset": image.dataset,
+                "format": image.format,
+                "shape": list(image.shape),
+                "dtype": str(image.dtype),
+                "chunks": list(image.chunks),
+                "spacing_um": list(image.spacing),
+                "origin_um": list(image.origin),
+            }
+            for level, image in levels.items()
+        }
+        for role, levels in images.items()
+    }
+
+
+def provenance(
+    config: dict[str, Any], images: dict[str, dict[str, Image]] | None = None
+) -> dict[str, Any]:
+    """Versions, platform, the config and (given the opened ``images``, role -> level ->
+    image) the inputs' paths, shapes, spacings and origins, for output metadata.
 
     No time stamp: a re-run must reproduce its outputs byte for byte.
     """
-    return {
+    record = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "versions": {name: package_version(name) for name in PACKAGES},
         "config": config,
     }
+    if images is not None:
+        record["inputs"] = describe_images(images)
+    return record
 
 
 def source_digest() -> str:

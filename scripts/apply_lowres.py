@@ -17,6 +17,6 @@ aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin)
 with atomic.atomic_directory(snakemake.output[0]) as store:
     write_ome_zarr(
         store, aligned, fixed.spacing, origin=fixed.origin, name=f"moving_lowres ({description})",
-        attrs={"bigstream": {"transform": description, **provenance(snakemake.config)}},
+        attrs={"bigstream": {"transform": description, **provenance(snakemake.config, images)}},
     )  # fmt: skip
 log.info("wrote %s (%s, %s)", snakemake.output[0], fixed.shape, moving.dtype)

@@ -9,7 +9,8 @@ from bigstream_core.logs import configure
 from bigstream_core.provenance import provenance
 
 log = configure(snakemake.log[0])
-fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
+images = open_config_images(snakemake.params.images)
+fixed = images["fixed"]["highres"]
 blocks = []
 for path in snakemake.input.blocks:
     with open(path, encoding="utf-8") as handle:
@@ -17,7 +18,7 @@ for path in snakemake.input.blocks:
 image = finish_ome_zarr(
     snakemake.params.store, fixed.spacing, fixed.origin, snakemake.params.blocksize,
     name="aligned", attrs={"bigstream": {"transform": blocks[0]["transform"],
-                                         **provenance(snakemake.config)}},
+                                         **provenance(snakemake.config, images)}},
 )  # fmt: skip
 atomic.write_json(
     snakemake.output[0],

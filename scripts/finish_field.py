@@ -5,6 +5,7 @@ import json
 import zarr
 
 from bigstream_core import atomic
+from bigstream_core.config import open_config_images
 from bigstream_core.logs import configure
 from bigstream_core.provenance import provenance
 
@@ -16,7 +17,8 @@ for path in snakemake.input.regions:
     with open(path, encoding="utf-8") as handle:
         regions.append(json.load(handle))
 array = zarr.open_array(store["store"], mode="r+")
-array.attrs.update({"complete": True, "bigstream": provenance(snakemake.config)})
+images = open_config_images(snakemake.params.images)
+array.attrs.update({"complete": True, "bigstream": provenance(snakemake.config, images)})
 summary = {
     "max_um": max(region["max_um"] for region in regions),
     "jacobian_min": min(region["jacobian_min"] for region in regions),

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import zarr
+from matplotlib.image import imread
 from ome_zarr_models.v04 import Image as OmeImage
 from skimage.filters import threshold_otsu
 
@@ -224,6 +229,52 @@ def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, de
         digest = hashlib.sha256(np.ascontiguousarray(level[region]).tobytes()).hexdigest()
         assert digest == block["sha256"], block["tile"]
     assert "TRE mean" in result.stdout and str(work / "results") in result.stdout
+    # provenance: versions, the full config, and the inputs as they were read
+    record = zarr.open_group(store, mode="r").attrs["bigstream"]
+    assert record["versions"]["snakemake"] and record["config"]["resample"]["order"] == 1
+    assert record["inputs"]["moving"]["highres"]["shape"] == list(moving.shape)
+    assert record["inputs"]["fixed"]["lowres"]["spacing_um"] == list(
+        open_image(deformed_pair / "fixed.n5", "lowres").spacing
+    )
+
+
+def colour_separation(png: bytes) -> float:
+    """Mean |red - green| over the bright pixels of an overlay figure's panels (red = blue
+    there, not the white margin): fixed magenta and moving green apart show colour, aligned
+    they turn grey to white."""
+    red, green, blue = imread(io.BytesIO(png), format="png")[..., :3].transpose(2, 0, 1)
+    panel = (red == blue) & ~((red > 0.99) & (green > 0.99))
+    bright = panel & (np.maximum(red, green) > 0.3)
+    return float(np.abs(red - green)[bright].mean())
+
+
+def test_the_qc_report_shows_the_images_come_together(finished_run, tmp_path):
+    work, config, _ = finished_run
+    report = tmp_path / "report.zip"
+    result = run_snakemake(work, config, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with zipfile.ZipFile(report) as archive:
+        files = {Path(name).name: archive.read(name) for name in archive.namelist()}
+    overlays = [f"overlay_{i}_{view}.png" for i, view in
+                enumerate(["before", "global_affine", "local_affines", "aligned"])]  # fmt: skip
+    for name in [*overlays, "checkerboard.png", "tiles.png"]:
+        picture = imread(io.BytesIO(files[name]), format="png")
+        assert picture[..., :3].std() > 0.05, f"{name} is blank"
+    separation = [colour_separation(files[name]) for name in overlays]
+    assert separation[0] > 5 * separation[-1]  # before: magenta and green apart
+    assert separation[-1] < separation[1] < separation[0]
+    metrics = pd.read_csv(io.BytesIO(files["metrics.tsv"]), sep="\t").set_index("stage")
+    ncc = metrics["ncc_fg_mid_planes"]
+    assert ncc["before"] < ncc["global affine"] < ncc["aligned (all stages)"]
+    assert ncc["aligned (all stages)"] > 0.95
+    accuracy = json.loads((work / "results" / "qc" / "accuracy.json").read_text())
+    tre = [row["mean_um"] for row in accuracy["stages"]]
+    assert metrics["tre_mean_um"].tolist() == pytest.approx(tre, rel=1e-12)
+    assert metrics.loc["global affine", "inliers"] > 0
+    provenance = yaml.safe_load(files["provenance.yaml"])
+    assert provenance["versions"]["snakemake"] and provenance["config"]["deform"]["blocksize"]
+    highres = provenance["inputs"]["fixed"]["highres"]
+    assert highres["shape"] == list(open_image(config["fixed"]["path"], "highres").shape)
 
 
 def test_rerun_does_nothing(finished_run):

@@ -197,6 +197,30 @@ def inverse_wanted():
     )
 
 
+def qc_views():
+    """What the QC report shows over the fixed image, in stage order: view name -> (file
+    name of its overlay, OME-Zarr on the fixed grid, the file that says that Zarr is
+    complete; None, None: the moving image as it is)."""
+    views = {"before": ("overlay_0_before.png", None, None)}
+    lowres = {"global affine": "global"}
+    if config["local_affine"]["enabled"]:
+        lowres["local affines"] = "local"
+    for index, (view, stage) in enumerate(lowres.items(), start=1):
+        store = out(stage, "moving_lowres_aligned.ome.zarr")
+        views[view] = (f"overlay_{index}_{view.replace(' ', '_')}.png", store, store)
+    views["aligned (all stages)"] = (
+        "overlay_3_aligned.png",
+        out("aligned.ome.zarr"),
+        out("aligned", "complete.json"),
+    )
+    return views
+
+
+def qc_tiled():
+    """Whether a tiled stage ran (its per-tile heat maps go into the report)."""
+    return config["local_affine"]["enabled"] or config["deform"]["enabled"]
+
+
 def final_targets():
     """What `rule all` asks for: every stage that exists so far."""
     targets = [out("plan", "images.json")]
@@ -214,4 +238,5 @@ def final_targets():
     targets += [out("points", name) for name in POINTS]
     if config.get("ground_truth"):
         targets.append(out("qc", "accuracy.json"))
+    targets.append(out("qc", "metrics.tsv"))
     return targets

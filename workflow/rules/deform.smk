@@ -132,6 +132,7 @@ rule finish_field:
     conda:
         "../../envs/bigstream.yaml"
     params:
+        images=image_config(),
         version=CODE_VERSION,
     script:
         "../../scripts/finish_field.py"

@@ -1,0 +1,65 @@
+# The QC report: `snakemake --report <file>.html` (or .zip) after a run gathers these
+# pictures and tables; workflow/report/ holds the captions.
+
+
+rule qc_report:
+    input:
+        plan=out("plan", "images.json"),
+        views=[complete for _, _, complete in qc_views().values() if complete],
+        global_report=out("global", "report.json"),
+        local_report=out("local", "report.tsv") if config["local_affine"]["enabled"] else [],
+        deform_report=out("deform", "report.tsv") if config["deform"]["enabled"] else [],
+        field=out("transform", "field.json") if config["deform"]["enabled"] else [],
+        accuracy=out("qc", "accuracy.json") if config.get("ground_truth") else [],
+    output:
+        overlays=[
+            report(
+                out("qc", name),
+                caption="../report/overlay.rst",
+                category="1. Overlays",
+                labels={"view": view},
+            )
+            for view, (name, _, _) in qc_views().items()
+        ],
+        checkerboard=report(
+            out("qc", "checkerboard.png"),
+            caption="../report/checkerboard.rst",
+            category="2. Checkerboard",
+        ),
+        tiles=(
+            [
+                report(
+                    out("qc", "tiles.png"),
+                    caption="../report/tiles.rst",
+                    category="3. Tiles",
+                )
+            ]
+            if qc_tiled()
+            else []
+        ),
+        metrics=report(
+            out("qc", "metrics.tsv"),
+            caption="../report/metrics.rst",
+            category="4. Metrics",
+        ),
+        provenance=report(
+            out("qc", "provenance.yaml"),
+            caption="../report/provenance.rst",
+            category="5. Provenance",
+        ),
+    log:
+        out("logs", "qc_report.log"),
+    benchmark:
+        out("benchmarks", "qc_report.tsv")
+    conda:
+        "../../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=30,
+    params:
+        images=image_config(),
+        stage_images={view: path for view, (_, path, _) in qc_views().items() if path},
+        version=CODE_VERSION,
+    script:
+        "../../scripts/qc_report.py"
