@@ -26,7 +26,7 @@ TILE_RULES = {
     "deform_block": ([("deform_block", "deform")], resources.deform_mem_mb, "halo"),
     "stitch_field": ([("stitch_field", "deform")], resources.field_region_mem_mb, "core"),
     "invert_field": ([("invert_field", "deform")], resources.field_region_mem_mb, "core"),
-    "resample_block": ([("resample_block", "resample")], resources.resample_mem_mb, "halo"),
+    "resample_block": ([("resample_block/aligned", "resample")], resources.resample_mem_mb, "halo"),
 }  # fmt: skip
 
 

@@ -30,6 +30,12 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   job start-up and all), ``whole_workflow_no_truth`` (largest size only) that of a
   second run without ``ground_truth`` (what a user's run does: no accuracy job);
   ``qc_report`` the job that draws the QC pictures and the metrics table;
+- ``deform_same_block``, ``resample_same_block``: one deform block (96 x 160 x 224 halo) and
+  one resample block (64 x 128 x 256) of the same shape in the middle of every size's pair,
+  computed as their jobs do, each in its own process (``benchmarks/same_block.py``): the
+  workflow rows' largest job is not the same block at every size (at S no block has its
+  whole halo inside the image), these are, so their memory shows what the image's size
+  alone does to a job;
 - ``job_startup``: a process importing what a deform job imports (paid by every job);
 - ``write``: writing the fixed high-res volume once into a new Zarr (with ``read``, the
   I/O floor);
@@ -80,6 +86,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bigstream_side  # noqa: E402
 from dag import dry_run  # noqa: E402
 from memory import memory_table  # noqa: E402
+
+from bigstream_core.stages import stage_costs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -183,33 +191,13 @@ def row_of(stage, size, voxels, wall, cpu, rss, **extra) -> dict:
             "voxels_per_s": round(voxels / wall), **extra}  # fmt: skip
 
 
-STAGE_RULES = {
-    "global_affine": ("detect_keypoints", "match_keypoints", "fit_global_affine"),
-    "global_refine": ("refine_global_affine",),
-    "local_affine": ("fit_local_affine", "settle_local_affines"),
-    "deform": ("deform_block",),
-    "stitch_field": ("stitch_field",),
-    "invert_field": ("invert_field",),
-    "resample": ("resample_block", "finalize_aligned"),
-    "lowres_outputs": ("apply_global_affine", "apply_local_affines_lowres"),
-    "qc_accuracy": ("evaluate_accuracy",),
-    "qc_report": ("qc_report",),
-}
-LOWRES_STAGES = ("global_affine", "global_refine", "local_affine", "lowres_outputs",
+LOWRES_STAGES = ("masks", "global_affine", "global_refine", "local_affine", "lowres_outputs",
                  "qc_accuracy", "qc_report")  # fmt: skip
 ACCURACY_LABELS = {
     "global_refine": "global affine",
     "local_affine": "global affine + local affines",
     "deform": "global affine + local affines + deformation",
 }
-
-
-def job_benchmarks(folder: Path, rules: tuple[str, ...]) -> pd.DataFrame:
-    """The Snakemake benchmark rows of every job of ``rules`` (one-off and per-tile jobs)."""
-    paths = []
-    for rule in rules:
-        paths += [*folder.glob(f"{rule}.tsv"), *(folder / rule).rglob("*.tsv")]
-    return pd.concat([pd.read_csv(path, sep="\t") for path in paths]) if paths else None
 
 
 def run_workflow(work: Path, config: dict) -> tuple[float, float]:
@@ -246,18 +234,15 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     tre = {row["transform"]: row for row in accuracy}
     rows = []
-    for stage, rules in STAGE_RULES.items():
-        jobs = job_benchmarks(results / "benchmarks", rules)
-        if jobs is None:  # a stage the run did not ask for (the inverse field)
-            continue
-        extra = {"jobs": len(jobs), "max_job_s": round(jobs["s"].max(), 2)}
+    for stage, jobs in stage_costs(results).items():  # the stages the run asked for
+        extra = {"jobs": jobs["jobs"], "max_job_s": round(jobs["max_job_s"], 2)}
         if stage in ACCURACY_LABELS:
             row = tre[ACCURACY_LABELS[stage]]
             extra["accuracy"] = f"TRE {row['mean_um']:.3f} um, NCC {row['ncc_fg']:.3f}"
             extra["tre_um"] = row["mean_um"]
         level = voxels["lowres" if stage in LOWRES_STAGES else "highres"]
-        rows.append(row_of(stage, size, level, jobs["s"].sum(), jobs["cpu_time"].sum(),
-                           jobs["max_rss"].max(), **extra))  # fmt: skip
+        rows.append(row_of(stage, size, level, jobs["s"], jobs["cpu_s"], jobs["peak_mb"],
+                           **extra))  # fmt: skip
     rows.append(
         row_of(
             "whole_workflow",
@@ -287,6 +272,20 @@ def profile_rows(out: Path, size: str) -> list[dict]:
     for floor in ("read", "gaussian_pass", "map_coordinates_pass"):
         seconds = report[f"{floor}_s"]
         rows.append(row_of(f"floor_{floor}", size, halo, seconds, seconds, float("nan")))
+    return rows
+
+
+def same_block_rows(out: Path, size: str) -> list[dict]:
+    """One deform and one resample block of the same shape at every size
+    (``benchmarks/same_block.py``): per-job memory against the image's size alone."""
+    rows = []
+    for stage in ("deform", "resample"):
+        wall, cpu, rss = measure([sys.executable, str(HERE / "same_block.py"), str(out), stage])
+        block = json.loads((out / f"same_block_{stage}.json").read_text())
+        voxels = math.prod(int(n) for n in block["block"].split("x"))
+        rows.append(row_of(f"{stage}_same_block", size, voxels, wall, cpu, rss,
+                           accuracy=f"block {block['block']}, moving window {block['window']}, "
+                                    f"masked {block['masked_share']:.2f}"))  # fmt: skip
     return rows
 
 
@@ -327,6 +326,7 @@ def run(sizes: list[str], bigstream_sizes: list[str]) -> pd.DataFrame:
                            *measure(python(WRITE_ONCE.format(out=str(out))))))  # fmt: skip
         largest = size == sizes[-1]
         rows.extend(workflow_stages(out, size, voxels, user_run=largest))
+        rows.extend(same_block_rows(out, size))
         if largest:
             rows.extend(profile_rows(out, size))
         api = measure(python(API.format(out=str(out), params=dict(GLOBAL_AFFINE))))
