@@ -105,6 +105,15 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
             "`deform.iterations`, `deform.shrink_factors` and `deform.smooth_sigmas` give one "
             f"value per resolution level and must have the same length; got {lengths}"
         )
+    if config["fixed"].get("channels"):
+        problems.append(
+            "`fixed.channels` lists other channels of the fixed image; only the moving image's "
+            "channels are resampled (the fixed image's are already in place)"
+        )
+    channels = [channel["name"] for channel in config["moving"].get("channels", [])]
+    repeated = sorted({name for name in channels if channels.count(name) > 1})
+    if repeated:
+        problems.append(f"`moving.channels` names {repeated} more than once")
     names = [Path(entry["path"]).name for entry in config.get("points", [])]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -188,11 +197,43 @@ def _shape_ratio(high: tuple[int, ...], low: tuple[int, ...]) -> list[int]:
     return [max(1, round(h / lo)) for h, lo in zip(high, low, strict=True)]
 
 
+def channel_entry(moving: dict[str, Any], channel: dict[str, Any]) -> dict[str, Any]:
+    """The image entry of another channel of the moving round: its ``path`` and ``highres``
+    dataset (each defaulting to the moving image's), the moving image's spacing; it is
+    only resampled, so its one level serves as both and it has no mask."""
+    highres = channel.get("highres", moving["highres"])
+    return {**moving, "path": channel.get("path") or moving["path"], "highres": highres,
+            "lowres": highres, "mask": None, "channels": []}  # fmt: skip
+
+
+def _check_channels(config: dict[str, Any], moving: Image) -> None:
+    """ConfigError unless every other channel opens on the moving high-res grid."""
+    for index, channel in enumerate(config["moving"].get("channels", [])):
+        key = f"moving.channels[{index}] ({channel['name']!r})"
+        entry = channel_entry(config["moving"], channel)
+        try:
+            image = open_image(entry["path"], entry["highres"] or None, spacing=entry["spacing"])
+        except ImageError as error:
+            raise ConfigError(f"`{key}`: {error}") from error
+        if image.shape != moving.shape or not all(
+            abs(a - b) <= 1e-6 * b for a, b in zip(image.spacing, moving.spacing, strict=True)
+        ):
+            raise ConfigError(
+                f"`{key}`: {entry['path']} dataset {entry['highres']!r} is {image.shape} voxels "
+                f"of {image.spacing} µm; expected the moving high-res grid, {moving.shape} "
+                f"voxels of {moving.spacing} µm (a channel is resampled with the round's "
+                "transform, so it must be on the same grid)"
+            )
+
+
 def checked_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, dict[str, Image]]:
-    """Validate ``config`` against the schema file and open its images.
+    """Validate ``config`` against the schema file and open its images (and the moving
+    round's other channels, which must be on its high-res grid).
 
     What the Snakefile calls before building the DAG; returns the opened images
     (see :func:`open_config_images`) and raises :class:`ConfigError`.
     """
     validate_config(config, load_yaml(schema_path))
-    return open_config_images(config)
+    images = open_config_images(config)
+    _check_channels(config, images["moving"]["highres"])
+    return images

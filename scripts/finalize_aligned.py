@@ -17,7 +17,7 @@ for path in snakemake.input.blocks:
         blocks.append(json.load(handle))
 image = finish_ome_zarr(
     snakemake.params.store, fixed.spacing, fixed.origin, snakemake.params.blocksize,
-    name="aligned", attrs={"bigstream": {"transform": blocks[0]["transform"],
+    name=snakemake.params.name, attrs={"bigstream": {"transform": blocks[0]["transform"],
                                          **provenance(snakemake.config, images)}},
 )  # fmt: skip
 atomic.write_json(

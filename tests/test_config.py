@@ -36,7 +36,7 @@ def test_defaults_document_every_schema_key_and_nothing_else():
     text = (ROOT / "config" / "config.yaml").read_text()
     for key, sub in schema["properties"].items():
         assert key in DEFAULTS, key
-        if "properties" in sub:
+        if "properties" in sub and DEFAULTS[key] is not None:  # `set: null`: filled per set
             assert set(sub["properties"]) == set(DEFAULTS[key]), key
     # every key is documented where it first appears: a comment on its line or just above it
     documented, lines = set(), text.splitlines()

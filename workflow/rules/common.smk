@@ -1,18 +1,15 @@
 # Shared set-up: config checks, image metadata, tile grids, output paths.
 import re
-import sys
 
 import numpy as np
 
-# Jobs import bigstream_core from this checkout, whatever environment runs them.
-sys.path.insert(0, REPO)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
+
+include: "repository.smk"
+
 
 from snakemake.exceptions import WorkflowError
 
-from bigstream_core.config import ConfigError, checked_config
+from bigstream_core.config import ConfigError, channel_entry, checked_config
 from bigstream_core.plan import stage_grids
 from bigstream_core.resources import (
     deform_mem_mb as deform_job_mem_mb,
@@ -30,7 +27,8 @@ from bigstream_core.tiling import TILE_ID_PATTERN, neighbours
 try:
     IMAGES = checked_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 except ConfigError as error:
-    raise WorkflowError(f"bigstream-workflow: {error}") from None
+    where = f" (set {config['set']['name']})" if config.get("set") else ""
+    raise WorkflowError(f"bigstream-workflow{where}: {error}") from None
 
 GRIDS = stage_grids(config, IMAGES)
 TILES = {name: {tile.id: tile for tile in tiles} for name, tiles in GRIDS.items()}
@@ -38,13 +36,34 @@ OUT = config["output_dir"]
 CODE_VERSION = source_digest()
 
 
+CHANNELS = {channel["name"]: channel for channel in config["moving"].get("channels", [])}
+PRODUCTS = ["aligned"] + [f"aligned_{name}" for name in CHANNELS]
+
+
 wildcard_constraints:
     tile=TILE_ID_PATTERN,
+    aligned="|".join(re.escape(product) for product in PRODUCTS),
+
+
+SET = config.get("set") or {"name": None, "reuse": {}}
+REUSE = SET["reuse"]
+
+
+def own(*parts):
+    """Path of a file this run writes (outputs, logs, benchmarks): under output_dir."""
+    return os.path.join(OUT, *parts)
 
 
 def out(*parts):
-    """Path of a result under output_dir."""
-    return os.path.join(OUT, *parts)
+    """Path of a result this run reads: under output_dir, or, for a stage another set of a
+    rounds/sweep run computes (config `set.reuse`: result path prefix -> that set's
+    output_dir), under that set's folder (the longest prefix wins)."""
+    path = "/".join(parts)
+    for depth in range(len(parts), 0, -1):
+        folder = REUSE.get("/".join(parts[:depth]))
+        if folder is not None:
+            return os.path.join(folder, path)
+    return own(*parts)
 
 
 def plan_config():
@@ -56,6 +75,15 @@ def plan_config():
 def image_config():
     """The part of the config that says where the images are."""
     return {role: config[role] for role in ("fixed", "moving")}
+
+
+def product_images(product):
+    """The images of one resampled product: the registration channel ("aligned") or another
+    channel of the moving round ("aligned_<channel>", same grid, its own container/dataset)."""
+    images = image_config()
+    if product != "aligned":
+        images["moving"] = channel_entry(config["moving"], CHANNELS[product[len("aligned_") :]])
+    return images
 
 
 def masked(role):
@@ -87,7 +115,14 @@ def keypoint_tables(role):
 def keypoint_benchmarks(role):
     """Benchmark files (wall time, peak memory) of the key point jobs of one image."""
     return [
-        out("benchmarks", "detect_keypoints", role, f"{t}.tsv") for t in TILES[f"keypoints_{role}"]
+        os.path.join(
+            REUSE.get(f"global/keypoints/{role}", OUT),
+            "benchmarks",
+            "detect_keypoints",
+            role,
+            f"{t}.tsv",
+        )
+        for t in TILES[f"keypoints_{role}"]
     ]
 
 
@@ -234,7 +269,7 @@ def final_targets():
         targets.append(out("transform", "field.json"))
     if inverse_wanted():
         targets.append(out("transform", "inverse_field.json"))
-    targets.append(out("aligned", "complete.json"))
+    targets += [out(product, "complete.json") for product in PRODUCTS]
     targets += [out("points", name) for name in POINTS]
     if config.get("ground_truth"):
         targets.append(out("qc", "accuracy.json"))

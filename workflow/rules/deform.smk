@@ -6,12 +6,12 @@ rule deform_block:
     input:
         transforms=affine_transform_files(),
     output:
-        field=out("deform", "blocks", "{tile}.npy"),
-        report=out("deform", "blocks", "{tile}.json"),
+        field=own("deform", "blocks", "{tile}.npy"),
+        report=own("deform", "blocks", "{tile}.json"),
     log:
-        out("logs", "deform_block", "{tile}.log"),
+        own("logs", "deform_block", "{tile}.log"),
     benchmark:
-        out("benchmarks", "deform_block", "{tile}.tsv")
+        own("benchmarks", "deform_block", "{tile}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -31,9 +31,9 @@ rule collect_deform_report:
     input:
         [out("deform", "blocks", f"{tile}.json") for tile in TILES.get("deform", {})],
     output:
-        out("deform", "report.tsv"),
+        own("deform", "report.tsv"),
     log:
-        out("logs", "collect_deform_report.log"),
+        own("logs", "collect_deform_report.log"),
     localrule: True
     conda:
         "../../envs/bigstream.yaml"
@@ -47,9 +47,9 @@ rule create_field_store:
     input:
         plan=out("plan", "images.json"),
     output:
-        out("transform", "{name}_store.json"),
+        own("transform", "{name}_store.json"),
     log:
-        out("logs", "create_{name}_store.log"),
+        own("logs", "create_{name}_store.log"),
     wildcard_constraints:
         name="field|inverse_field",
     localrule: True
@@ -72,11 +72,11 @@ rule stitch_field:
             for tile in neighbours(TILES["deform"][wc.tile], TILES["deform"])
         ],
     output:
-        out("transform", "field_regions", "{tile}.json"),
+        own("transform", "field_regions", "{tile}.json"),
     log:
-        out("logs", "stitch_field", "{tile}.log"),
+        own("logs", "stitch_field", "{tile}.log"),
     benchmark:
-        out("benchmarks", "stitch_field", "{tile}.tsv")
+        own("benchmarks", "stitch_field", "{tile}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -98,11 +98,11 @@ rule invert_field:
         store=out("transform", "inverse_field_store.json"),
         field=out("transform", "field.json"),
     output:
-        out("transform", "inverse_field_regions", "{tile}.json"),
+        own("transform", "inverse_field_regions", "{tile}.json"),
     log:
-        out("logs", "invert_field", "{tile}.log"),
+        own("logs", "invert_field", "{tile}.log"),
     benchmark:
-        out("benchmarks", "invert_field", "{tile}.tsv")
+        own("benchmarks", "invert_field", "{tile}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -123,9 +123,9 @@ rule finish_field:
             out("transform", f"{wc.name}_regions", f"{tile}.json") for tile in TILES["deform"]
         ],
     output:
-        out("transform", "{name}.json"),
+        own("transform", "{name}.json"),
     log:
-        out("logs", "finish_{name}.log"),
+        own("logs", "finish_{name}.log"),
     wildcard_constraints:
         name="field|inverse_field",
     localrule: True

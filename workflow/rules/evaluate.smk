@@ -4,11 +4,11 @@ rule evaluate_accuracy:
         truth=config["ground_truth"] or [],
         transforms=final_transform_files(),
     output:
-        out("qc", "accuracy.json"),
+        own("qc", "accuracy.json"),
     log:
-        out("logs", "evaluate_accuracy.log"),
+        own("logs", "evaluate_accuracy.log"),
     benchmark:
-        out("benchmarks", "evaluate_accuracy.tsv")
+        own("benchmarks", "evaluate_accuracy.tsv")
     # as soon as the transform is there, beside the resample blocks, not after them
     priority: 10
     localrule: True

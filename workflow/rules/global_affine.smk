@@ -6,11 +6,11 @@ rule detect_keypoints:
         plan=out("plan", "images.json"),
         mask=lambda wc: mask_files(wc.image),
     output:
-        out("global", "keypoints", "{image}", "{tile}.parquet"),
+        own("global", "keypoints", "{image}", "{tile}.parquet"),
     log:
-        out("logs", "detect_keypoints", "{image}", "{tile}.log"),
+        own("logs", "detect_keypoints", "{image}", "{tile}.log"),
     benchmark:
-        out("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
+        own("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
     wildcard_constraints:
         image="fixed|moving",
     conda:
@@ -33,12 +33,12 @@ rule match_keypoints:
         fixed=keypoint_tables("fixed"),
         moving=keypoint_tables("moving"),
     output:
-        matches=out("global", "matches.parquet"),
-        info=out("global", "matches.json"),
+        matches=own("global", "matches.parquet"),
+        info=own("global", "matches.json"),
     log:
-        out("logs", "match_keypoints.log"),
+        own("logs", "match_keypoints.log"),
     benchmark:
-        out("benchmarks", "match_keypoints.tsv")
+        own("benchmarks", "match_keypoints.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 2
@@ -61,12 +61,12 @@ rule fit_global_affine:
         fixed_benchmarks=keypoint_benchmarks("fixed"),
         moving_benchmarks=keypoint_benchmarks("moving"),
     output:
-        affine=out("global", "ransac_affine.txt"),
-        report=out("global", "ransac_report.json"),
+        affine=own("global", "ransac_affine.txt"),
+        report=own("global", "ransac_report.json"),
     log:
-        out("logs", "fit_global_affine.log"),
+        own("logs", "fit_global_affine.log"),
     benchmark:
-        out("benchmarks", "fit_global_affine.tsv")
+        own("benchmarks", "fit_global_affine.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -88,13 +88,13 @@ rule refine_global_affine:
         fixed_mask=mask_files("fixed"),
         moving_mask=mask_files("moving"),
     output:
-        affine=out("global", "affine.txt"),
-        affine_xyz=out("global", "affine_xyz.txt"),
-        report=out("global", "report.json"),
+        affine=own("global", "affine.txt"),
+        affine_xyz=own("global", "affine_xyz.txt"),
+        report=own("global", "report.json"),
     log:
-        out("logs", "refine_global_affine.log"),
+        own("logs", "refine_global_affine.log"),
     benchmark:
-        out("benchmarks", "refine_global_affine.tsv")
+        own("benchmarks", "refine_global_affine.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -114,11 +114,11 @@ rule apply_global_affine:
     input:
         affine=out("global", "affine.txt"),
     output:
-        directory(out("global", "moving_lowres_aligned.ome.zarr")),
+        directory(own("global", "moving_lowres_aligned.ome.zarr")),
     log:
-        out("logs", "apply_global_affine.log"),
+        own("logs", "apply_global_affine.log"),
     benchmark:
-        out("benchmarks", "apply_global_affine.tsv")
+        own("benchmarks", "apply_global_affine.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 2

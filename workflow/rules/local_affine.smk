@@ -7,11 +7,11 @@ rule fit_local_affine:
         fixed_mask=mask_files("fixed"),
         moving_mask=mask_files("moving"),
     output:
-        out("local", "tiles", "{tile}.json"),
+        own("local", "tiles", "{tile}.json"),
     log:
-        out("logs", "fit_local_affine", "{tile}.log"),
+        own("logs", "fit_local_affine", "{tile}.log"),
     benchmark:
-        out("benchmarks", "fit_local_affine", "{tile}.tsv")
+        own("benchmarks", "fit_local_affine", "{tile}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -33,11 +33,11 @@ rule settle_local_affines:
     input:
         [out("local", "tiles", f"{tile}.json") for tile in TILES.get("local_affine", {})],
     output:
-        affines=out("local", "affines.npy"),
-        report=out("local", "report.tsv"),
-        field=out("local", "field.json"),
+        affines=own("local", "affines.npy"),
+        report=own("local", "report.tsv"),
+        field=own("local", "field.json"),
     log:
-        out("logs", "settle_local_affines.log"),
+        own("logs", "settle_local_affines.log"),
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -57,11 +57,11 @@ rule apply_local_affines_lowres:
         affine=out("global", "affine.txt"),
         field=out("local", "field.json"),
     output:
-        directory(out("local", "moving_lowres_aligned.ome.zarr")),
+        directory(own("local", "moving_lowres_aligned.ome.zarr")),
     log:
-        out("logs", "apply_local_affines_lowres.log"),
+        own("logs", "apply_local_affines_lowres.log"),
     benchmark:
-        out("benchmarks", "apply_local_affines_lowres.tsv")
+        own("benchmarks", "apply_local_affines_lowres.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 2

@@ -3,11 +3,11 @@
 
 rule foreground_mask:
     output:
-        out("masks", "{image}.npy"),
+        own("masks", "{image}.npy"),
     log:
-        out("logs", "foreground_mask", "{image}.log"),
+        own("logs", "foreground_mask", "{image}.log"),
     benchmark:
-        out("benchmarks", "foreground_mask", "{image}.tsv")
+        own("benchmarks", "foreground_mask", "{image}.tsv")
     wildcard_constraints:
         image="fixed|moving",
     conda:

@@ -1,9 +1,9 @@
 rule plan:
     output:
-        images=out("plan", "images.json"),
-        grids=[out("plan", f"grid_{name}.tsv") for name in GRIDS],
+        images=own("plan", "images.json"),
+        grids=[own("plan", f"grid_{name}.tsv") for name in GRIDS],
     log:
-        out("logs", "plan.log"),
+        own("logs", "plan.log"),
     localrule: True
     conda:
         "../../envs/bigstream.yaml"

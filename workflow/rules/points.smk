@@ -6,9 +6,9 @@ rule warp_points:
         table=lambda wc: POINTS[wc.table]["path"],
         transforms=point_transform_files,
     output:
-        out("points", "{table}"),
+        own("points", "{table}"),
     log:
-        out("logs", "warp_points", "{table}.log"),
+        own("logs", "warp_points", "{table}.log"),
     wildcard_constraints:
         table="|".join(re.escape(name) for name in POINTS) or "no-points",
     conda:

@@ -14,7 +14,7 @@ rule qc_report:
     output:
         overlays=[
             report(
-                out("qc", name),
+                own("qc", name),
                 caption="../report/overlay.rst",
                 category="1. Overlays",
                 labels={"view": view},
@@ -22,14 +22,14 @@ rule qc_report:
             for view, (name, _, _) in qc_views().items()
         ],
         checkerboard=report(
-            out("qc", "checkerboard.png"),
+            own("qc", "checkerboard.png"),
             caption="../report/checkerboard.rst",
             category="2. Checkerboard",
         ),
         tiles=(
             [
                 report(
-                    out("qc", "tiles.png"),
+                    own("qc", "tiles.png"),
                     caption="../report/tiles.rst",
                     category="3. Tiles",
                 )
@@ -38,19 +38,19 @@ rule qc_report:
             else []
         ),
         metrics=report(
-            out("qc", "metrics.tsv"),
+            own("qc", "metrics.tsv"),
             caption="../report/metrics.rst",
             category="4. Metrics",
         ),
         provenance=report(
-            out("qc", "provenance.yaml"),
+            own("qc", "provenance.yaml"),
             caption="../report/provenance.rst",
             category="5. Provenance",
         ),
     log:
-        out("logs", "qc_report.log"),
+        own("logs", "qc_report.log"),
     benchmark:
-        out("benchmarks", "qc_report.tsv")
+        own("benchmarks", "qc_report.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1

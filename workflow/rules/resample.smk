@@ -1,20 +1,23 @@
 # Stage 6: the moving high-res image through the full transform, one job per block,
-# into <output_dir>/aligned.ome.zarr (created once, filled block by block, finished once).
+# into <output_dir>/aligned.ome.zarr (created once, filled block by block, finished once);
+# each other channel of the moving round (`moving.channels`) likewise into
+# <output_dir>/aligned_<channel>.ome.zarr. The wildcard {aligned} is "aligned" or
+# "aligned_<channel>": the product's store is {aligned}.ome.zarr, its records {aligned}/.
 
 
 rule create_aligned_store:
     input:
         plan=out("plan", "images.json"),
     output:
-        out("aligned", "store.json"),
+        own("{aligned}", "store.json"),
     log:
-        out("logs", "create_aligned_store.log"),
+        own("logs", "create_aligned_store", "{aligned}.log"),
     localrule: True
     conda:
         "../../envs/bigstream.yaml"
     params:
-        images=image_config(),
-        store=out("aligned.ome.zarr"),
+        images=lambda wc: product_images(wc.aligned),
+        store=lambda wc: own(f"{wc.aligned}.ome.zarr"),
         blocksize=config["resample"]["blocksize"],
         version=CODE_VERSION,
     script:
@@ -23,14 +26,14 @@ rule create_aligned_store:
 
 rule resample_block:
     input:
-        store=out("aligned", "store.json"),
+        store=own("{aligned}", "store.json"),
         transforms=final_transform_files(),
     output:
-        out("aligned", "blocks", "{tile}.json"),
+        own("{aligned}", "blocks", "{tile}.json"),
     log:
-        out("logs", "resample_block", "{tile}.log"),
+        own("logs", "resample_block", "{aligned}", "{tile}.log"),
     benchmark:
-        out("benchmarks", "resample_block", "{tile}.tsv")
+        own("benchmarks", "resample_block", "{aligned}", "{tile}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -38,7 +41,7 @@ rule resample_block:
         mem_mb=resample_mem_mb,
         runtime=resample_runtime_min,
     params:
-        images=image_config(),
+        images=lambda wc: product_images(wc.aligned),
         tile=lambda wc: TILES["resample"][wc.tile],
         order=config["resample"]["order"],
         transform_step=config["resample"]["transform_step"],
@@ -49,14 +52,14 @@ rule resample_block:
 
 rule finalize_aligned:
     input:
-        store=out("aligned", "store.json"),
-        blocks=[out("aligned", "blocks", f"{tile}.json") for tile in TILES["resample"]],
+        store=own("{aligned}", "store.json"),
+        blocks=lambda wc: [own(wc.aligned, "blocks", f"{t}.json") for t in TILES["resample"]],
     output:
-        out("aligned", "complete.json"),
+        own("{aligned}", "complete.json"),
     log:
-        out("logs", "finalize_aligned.log"),
+        own("logs", "finalize_aligned", "{aligned}.log"),
     benchmark:
-        out("benchmarks", "finalize_aligned.tsv")
+        own("benchmarks", "finalize_aligned", "{aligned}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 2
@@ -64,8 +67,9 @@ rule finalize_aligned:
         mem_mb=2000,
         runtime=60,
     params:
-        images=image_config(),
-        store=out("aligned.ome.zarr"),
+        images=lambda wc: product_images(wc.aligned),
+        store=lambda wc: own(f"{wc.aligned}.ome.zarr"),
+        name=lambda wc: wc.aligned,
         blocksize=config["resample"]["blocksize"],
         version=CODE_VERSION,
     script:

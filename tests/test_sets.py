@@ -1,0 +1,212 @@
+"""Rounds and sweeps: several registrations in one run, shared stages computed once, the
+summary table; other channels resampled with their round's transform."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bigstream_core.config import ConfigError, load_yaml, merge_config
+from bigstream_core.io import open_image, write_n5
+from bigstream_core.phantom import preset, write_pair
+from bigstream_core.sets import expand_sets, read_sweep
+from tests.conftest import ROOT, demo_config, pair_config, run_snakemake
+
+DEFAULTS = load_yaml(ROOT / "config" / "config.yaml")
+WHOLE = (slice(None),) * 3
+
+
+def write_sweep(path: Path, rows: list[list], columns: list[str]) -> Path:
+    path.write_text("\n".join("\t".join(map(str, row)) for row in [columns, *rows]) + "\n")
+    return path
+
+
+def merged(user: dict) -> dict:
+    return merge_config(copy.deepcopy(DEFAULTS), user)
+
+
+def test_sweep_rows_become_sets_and_only_what_differs_is_computed_again(tmp_path):
+    table = write_sweep(
+        tmp_path / "sweep.tsv",
+        [[0.7, "[10, 5]"], [0.7, "[0,0]"], [0.5, "[10, 5]"]],
+        ["global_affine.match_threshold", "deform.iterations"],
+    )
+    config = merged({"fixed": {"path": "f.n5"}, "moving": {"path": "m.n5"},
+                     "output_dir": str(tmp_path / "out"), "sweep": str(table)})  # fmt: skip
+    first, second, third = expand_sets(config, DEFAULTS)
+    assert first.name == "sweep/global_affine.match_threshold~0.7_deform.iterations~[10,5]"
+    assert first.config["deform"]["iterations"] == [10, 5]
+    assert third.config["global_affine"]["match_threshold"] == 0.5
+    assert first.config["set"]["reuse"] == {}
+    # only the deformation differs: everything before it comes from the first set
+    assert set(second.config["set"]["reuse"]) == {
+        "masks/fixed.npy", "masks/moving.npy", "global/keypoints/fixed",
+        "global/keypoints/moving", "global", "local",
+    }  # fmt: skip
+    assert set(second.config["set"]["reuse"].values()) == {first.folder}
+    # matching differs: key points (and masks) are shared, the affine and after are not
+    assert set(third.config["set"]["reuse"]) == {
+        "masks/fixed.npy", "masks/moving.npy", "global/keypoints/fixed", "global/keypoints/moving"
+    }  # fmt: skip
+
+
+def test_rounds_share_the_fixed_image_work_and_take_their_own_truth(tmp_path):
+    config = merged({
+        "fixed": {"path": "f.n5"}, "moving": {"highres": "s0", "lowres": "s2"},
+        "output_dir": str(tmp_path), "ground_truth": "top.json",
+        "rounds": [{"name": "r1", "path": "r1.n5"},
+                   {"name": "r2", "path": "r2.n5", "ground_truth": "r2.json"}],
+    })  # fmt: skip
+    r1, r2 = expand_sets(config, DEFAULTS)
+    assert (r1.name, r2.name) == ("rounds/r1", "rounds/r2")
+    assert r2.config["moving"] == {**DEFAULTS["moving"], "path": "r2.n5", "highres": "s0",
+                                   "lowres": "s2"}  # fmt: skip
+    assert (r1.config["ground_truth"], r2.config["ground_truth"]) == ("top.json", "r2.json")
+    assert r2.config["set"]["reuse"] == {
+        "masks/fixed.npy": r1.folder,
+        "global/keypoints/fixed": r1.folder,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "expected"),
+    [
+        ([[0.7]], ["global_affine.match_treshold"], "column 'global_affine.match_treshold' is not"),
+        ([[0.7]], ["deform"], "column 'deform' names a whole section"),
+        ([["x.n5"]], ["moving.path"], "column 'moving.path' is not a stage parameter"),
+        ([], ["deform.iterations"], "no parameter set"),
+        ([[0.7], [0.7]], ["global_affine.match_threshold"], "appear twice"),
+    ],
+)
+def test_a_bad_sweep_table_is_named_with_the_column(tmp_path, rows, columns, expected):
+    table = write_sweep(tmp_path / "sweep.tsv", rows, columns)
+    with pytest.raises(ConfigError, match="sweep") as error:
+        read_sweep(table, DEFAULTS)
+    assert expected in str(error.value) and str(table) in str(error.value)
+
+
+def test_a_missing_sweep_table_or_a_repeated_round_stops_before_any_job(deformed_pair, tmp_path):
+    config = pair_config(deformed_pair, tmp_path / "out", sweep=str(tmp_path / "nope.tsv"))
+    result = run_snakemake(tmp_path, config, "--dry-run")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "nope.tsv" in output and "cannot read the table" in output
+    moving = {"path": str(deformed_pair / "moving.n5")}
+    rounds = [{"name": "r1", **moving}, {"name": "r1", **moving}]
+    result = run_snakemake(tmp_path, pair_config(deformed_pair, tmp_path / "out", rounds=rounds),
+                           "--dry-run")  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "`rounds` names ['r1'] more than once" in output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_channel_on_another_grid_is_refused_with_its_name(deformed_pair, tmp_path):
+    moving = open_image(deformed_pair / "moving.n5", "highres")
+    write_n5(np.zeros((10, 20, 30), moving.dtype), tmp_path / "other.n5", "c1", (1.0, 1.0, 1.0))
+    config = pair_config(deformed_pair, tmp_path / "out")
+    config["moving"]["channels"] = [{"name": "dapi", "path": str(tmp_path / "other.n5"),
+                                     "highres": "c1"}]  # fmt: skip
+    result = run_snakemake(tmp_path, config, "--dry-run")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "`moving.channels[0] ('dapi')`" in output
+    assert "(10, 20, 30) voxels" in output and "expected the moving high-res grid" in output
+
+
+@pytest.mark.slow
+def test_a_three_set_sweep_ranks_the_sensible_parameters_first(deformed_pair, tmp_path):
+    """Three sets on the demo pair: all stages (the sensible set), no deformation, and only a
+    global affine from other matching parameters. Against the known transform the sensible
+    set must win, the summary must carry each set's metrics and costs, and the stages the
+    sets share must have run once."""
+    columns = ["global_affine.match_threshold", "local_affine.enabled", "deform.enabled"]
+    table = write_sweep(tmp_path / "sweep.tsv",
+                        [[0.6, "false", "false"], [0.7, "true", "false"], [0.7, "true", "true"]],
+                        columns)  # fmt: skip
+    out = tmp_path / "results"
+    config = pair_config(deformed_pair, out, **demo_config(), sweep=str(table))
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_csv(out / "sweep" / "summary.tsv", sep="\t")
+    assert len(summary) == 3 and (out / "sweep" / "summary.png").stat().st_size > 10_000
+    best, middle, worst = summary.to_dict("records")
+    assert [best["rank"], middle["rank"], worst["rank"]] == [1, 2, 3]
+    assert (best["local_affine.enabled"], best["deform.enabled"]) == (True, True)
+    assert (middle["local_affine.enabled"], middle["deform.enabled"]) == (True, False)
+    # the table's accuracy is each set's own, against the truth
+    for row in (best, middle, worst):
+        accuracy = json.loads((out / row["set"] / "qc" / "accuracy.json").read_text())
+        final = accuracy["stages"][-1]["mean_um"]
+        assert row["tre_aligned_um"] == pytest.approx(final, rel=1e-9)
+        assert row["tre_aligned_um"] < row["tre_before_um"] / 5
+    assert best["tre_aligned_um"] < 0.5 * middle["tre_aligned_um"] < worst["tre_aligned_um"]
+    assert best["ncc_fg_aligned"] > best["ncc_fg_before"] and best["jacobian_min"] > 0
+    for column in ("inliers", "residual_median_um", "global_affine_s", "global_affine_peak_mb",
+                   "resample_s", "resample_peak_mb"):  # fmt: skip
+        assert summary[column].notna().all(), column
+    assert summary["failed_share"].notna().sum() == 2  # two sets fitted local affines
+    assert summary["deform_s"].notna().sum() == 1  # one set deformed
+    # shared stages ran once: key points in one folder only, the affine stages in two
+    sets = {row["set"]: out / row["set"] for row in (best, middle, worst)}
+    ran = {name: {rule for rule in ("detect_keypoints", "match_keypoints.tsv", "fit_local_affine",
+                                    "deform_block") if (folder / "benchmarks" / rule).exists()}
+           for name, folder in sets.items()}  # fmt: skip
+    assert sum("detect_keypoints" in rules for rules in ran.values()) == 1
+    assert sum("match_keypoints.tsv" in rules for rules in ran.values()) == 2
+    assert sum("fit_local_affine" in rules for rules in ran.values()) == 1
+    assert "deform" in middle["reused"] or "local" in middle["reused"]
+    assert (
+        middle["global_affine_s"] == best["global_affine_s"]
+    )  # the same jobs, counted where they ran
+
+
+@pytest.mark.slow
+def test_two_rounds_with_two_channels_each(tmp_path):
+    """Two moving rounds of one fixed image (other rotations and shifts), each with a second
+    channel (the round's image doubled): each round is registered to the fixed image with its
+    own transform, and its second channel is resampled with that transform."""
+    spec = preset("small")
+    rounds = {"r1": spec, "r2": dataclasses.replace(spec, rotation_deg=(-3.0, 2.5, 4.0),
+                                                    shift_um=(-4.0, 6.0, -8.0))}  # fmt: skip
+    for name, round_spec in rounds.items():
+        write_pair(tmp_path / name, round_spec, ome_zarr=False)
+        moving = open_image(tmp_path / name / "moving.n5", "highres")
+        write_n5(moving.read(WHOLE).astype(np.uint16) * 2, tmp_path / name / "moving.n5",
+                 "highres_x2", moving.spacing)  # fmt: skip
+    assert (open_image(tmp_path / "r1" / "fixed.n5", "highres").read(WHOLE)
+            == open_image(tmp_path / "r2" / "fixed.n5", "highres").read(WHOLE)).all()  # fmt: skip
+    out = tmp_path / "results"
+    config = pair_config(tmp_path / "r1", out, **demo_config())
+    config["deform"] = {**config["deform"], "enabled": False}  # the affine stages suffice here
+    config["moving"] = {"channels": [{"name": "x2", "highres": "highres_x2"}]}
+    config["rounds"] = [
+        {"name": name, "path": str(tmp_path / name / "moving.n5"),
+         "ground_truth": str(tmp_path / name / "truth.json")}
+        for name in rounds
+    ]  # fmt: skip
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_csv(out / "rounds" / "summary.tsv", sep="\t")
+    assert sorted(summary["round"]) == ["r1", "r2"]
+    aligned = {}
+    for name in rounds:
+        folder = out / "rounds" / name
+        accuracy = json.loads((folder / "qc" / "accuracy.json").read_text())["stages"]
+        assert accuracy[-1]["mean_um"] < 0.5 < accuracy[0]["mean_um"], accuracy
+        registration = open_image(folder / "aligned.ome.zarr", "0").read(WHOLE).astype(int)
+        channel = open_image(folder / "aligned_x2.ome.zarr", "0").read(WHOLE).astype(int)
+        assert registration.max() > 150  # the tissue is there
+        assert np.abs(channel - 2 * registration).max() <= 1  # the same transform, voxel for voxel
+        assert json.loads((folder / "aligned_x2" / "complete.json").read_text())["blocks"]
+        aligned[name] = registration
+    # the rounds' own transforms: both land on the fixed image, by different routes
+    assert not (out / "rounds" / "r2" / "benchmarks" / "detect_keypoints" / "fixed").exists()
+    assert (out / "rounds" / "r2" / "benchmarks" / "detect_keypoints" / "moving").exists()
+    fixed = open_image(tmp_path / "r1" / "fixed.n5", "highres").read(WHOLE).astype(float)
+    tissue = fixed > 150
+    for registration in aligned.values():
+        assert np.corrcoef(fixed[tissue], registration[tissue])[0, 1] > 0.8
