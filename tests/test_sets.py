@@ -117,6 +117,21 @@ def test_a_channel_on_another_grid_is_refused_with_its_name(deformed_pair, tmp_p
     assert "(10, 20, 30) voxels" in output and "expected the moving high-res grid" in output
 
 
+def test_the_cluster_profile_bundles_every_sets_tiles(tiny_pair, tmp_path):
+    """A set's tile rules are copies (set1_deform_block); the profile's `groups`, which name
+    the original rules, must bundle them too, or a sweep would submit one job per tile."""
+    table = write_sweep(tmp_path / "sweep.tsv", [[0.6], [0.7]], ["global_affine.match_threshold"])
+    config = pair_config(tiny_pair, tmp_path / "out", sweep=str(table))
+    result = run_snakemake(tmp_path, config, "--dry-run", profile="slurm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    grouped = [line.strip() for line in result.stdout.splitlines() if line.startswith("    rule ")]
+    assert "rule set0_detect_keypoints:" in grouped  # shared: the first set computes them
+    for index in (0, 1):
+        for name in ("fit_local_affine", "deform_block", "resample_block"):
+            assert f"rule set{index}_{name}:" in grouped, (index, name)
+    assert "    rule set0_plan:" not in result.stdout  # the other rules stay on their own
+
+
 @pytest.mark.slow
 def test_a_three_set_sweep_ranks_the_sensible_parameters_first(deformed_pair, tmp_path):
     """Three sets on the demo pair: all stages (the sensible set), no deformation, and only a

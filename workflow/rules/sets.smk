@@ -30,6 +30,25 @@ for index, run_set in enumerate(SETS):
     use rule * from set_module as set_module*
 
 
+def profile_group(copy, name):
+    """The group the profile's `groups` give rule `name` (deform_block=deform_blocks), asked
+    when jobs are made: Snakemake sets the profile's groups only after parsing."""
+
+    def lookup(wildcards):
+        groups = workflow.group_settings.overwrite_groups
+        return groups.get(copy, groups.get(name))
+
+    return lookup
+
+
+# each set's copy of a tile rule (set0_deform_block) joins the group of the rule it copies,
+# so a cluster profile bundles the tiles of every set as it does those of a single run
+for index in range(len(SETS)):
+    for copied in workflow.rules:
+        if copied.name.startswith(f"set{index}_"):
+            copied.group = profile_group(copied.name, copied.name.removeprefix(f"set{index}_"))
+
+
 rule sets_summary:
     input:
         [os.path.join(run_set.folder, "qc", "metrics.tsv") for run_set in SETS],
