@@ -66,6 +66,8 @@ rule sets_summary:
     log:
         os.path.join(SUMMARY, "summary.log"),
     localrule: True
+    conda:
+        "../../envs/bigstream.yaml"
     params:
         sets=[
             {
