@@ -43,12 +43,16 @@ def write_metadata_pair(folder: Path, highres: tuple[int, int, int]) -> None:
             group.create_array(name, shape=shape, chunks=(128, 128, 128), dtype="uint16")
 
 
-def dry_run(blocks: int, work: Path, grouped: bool = False) -> dict:
+BATCH = [2, 2, 2]  # blocks per job of the batched row
+
+
+def dry_run(blocks: int, work: Path, mode: str = "plain") -> dict:
     """Plan a run with about ``blocks`` deform blocks (the row names the exact count);
-    wall s, peak MiB, jobs planned. With
-    ``grouped``, the tile rules are grouped as ``profiles/slurm`` groups them (Snakemake
-    then checks every group against the DAG, which costs time of its own)."""
-    folder = work / f"dag_{blocks}"
+    wall s, peak MiB, jobs planned. ``mode`` "grouped": the tile rules are grouped as
+    ``profiles/slurm`` groups them (Snakemake then checks every group against the DAG,
+    which costs time of its own); "batched": ``blocks_per_job`` ``BATCH`` for the deform
+    and resample stages (8x fewer tile jobs)."""
+    folder = work / f"dag_{blocks}_{mode}"
     grid = grid_shape(blocks)
     shape = tuple(n * BLOCK for n in grid)
     write_metadata_pair(folder, shape)
@@ -61,13 +65,16 @@ def dry_run(blocks: int, work: Path, grouped: bool = False) -> dict:
         }
         for role in ("fixed", "moving")
     }
-    config |= {"output_dir": str(folder / "results"), "deform": {"blocksize": [BLOCK] * 3}}
+    per_job = BATCH if mode == "batched" else [1, 1, 1]
+    config |= {"output_dir": str(folder / "results"),
+               "deform": {"blocksize": [BLOCK] * 3, "blocks_per_job": per_job},
+               "resample": {"blocks_per_job": per_job}}  # fmt: skip
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules",
                "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(folder),
                "--profile", str(ROOT / "profiles" / "local"), "--cores", "2",
                "--configfile", str(folder / "config.yaml")]  # fmt: skip
-    if grouped:
+    if mode == "grouped":
         profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "profile.yaml").read_text())
         command += ["--groups", *profile["groups"]]
     start = time.perf_counter()
@@ -79,7 +86,7 @@ def dry_run(blocks: int, work: Path, grouped: bool = False) -> dict:
         raise RuntimeError(f"dry run of {blocks} blocks failed:\n{output[-3000:]}")
     jobs = re.search(r"^total\s+(\d+)", output, re.MULTILINE)
     return {
-        "stage": "dag_dry_run_grouped" if grouped else "dag_dry_run",
+        "stage": "dag_dry_run" if mode == "plain" else f"dag_dry_run_{mode}",
         "size": f"{math.prod(grid)} blocks", "tool": "bigstream-workflow",
         "voxels": 2 * math.prod(shape), "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),

@@ -2,7 +2,8 @@
 
 Declared: what the rule asks the scheduler for on the first attempt
 (``bigstream_core.resources`` on the tile's geometry from ``plan/grid_*.tsv``,
-as ``workflow/rules/common.smk`` computes it); measured: the job's peak
+as ``workflow/rules/common.smk`` computes it: for a job of several blocks,
+``blocks_per_job``, its largest block); measured: the job's peak
 resident memory (``max_rss`` of its Snakemake benchmark file). One row per
 rule: jobs, the largest measured, the smallest and largest margin
 (declared / measured).
@@ -10,11 +11,13 @@ rule: jobs, the largest measured, the smallest and largest margin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from bigstream_core import resources
+from bigstream_core.tiling import batch_id, parse_tile_id
 
 # rule -> [(benchmark folder, grid table)], resource function, voxels the function takes
 TILE_RULES = {
@@ -30,21 +33,25 @@ TILE_RULES = {
 }  # fmt: skip
 
 
-def _voxels(grid: pd.DataFrame, which: str) -> dict[str, int]:
-    """Voxels of each tile's core or halo."""
+def _voxels(grid: pd.DataFrame, which: str, per_job: tuple[int, int, int]) -> dict[str, int]:
+    """Voxels of the largest tile core or halo of each job (a batch of ``per_job`` tiles)."""
     sizes = [grid[f"{which}_{axis}1"] - grid[f"{which}_{axis}0"] for axis in "zyx"]
-    return dict(zip(grid["tile"], (sizes[0] * sizes[1] * sizes[2]).tolist(), strict=True))
+    jobs = [batch_id(parse_tile_id(tile), per_job) for tile in grid["tile"]]
+    return pd.Series((sizes[0] * sizes[1] * sizes[2]).tolist(), index=jobs).groupby(level=0).max()
 
 
 def memory_table(results: Path) -> pd.DataFrame:
     """Per tile rule of the run in ``results``: declared vs measured peak memory (MB)."""
+    config = json.loads((results / "plan" / "images.json").read_text())["provenance"]["config"]
     rows = []
     for rule, (sources, declare, which) in TILE_RULES.items():
         declared, measured = [], []
         for folder, grid in sources:
-            voxels = _voxels(pd.read_csv(results / "plan" / f"grid_{grid}.tsv", sep="\t"), which)
+            per_job = config.get(grid, {}).get("blocks_per_job", (1, 1, 1))
+            table = pd.read_csv(results / "plan" / f"grid_{grid}.tsv", sep="\t")
+            voxels = _voxels(table, which, per_job)
             for path in sorted((results / "benchmarks" / folder).glob("*.tsv")):
-                declared.append(declare(voxels[path.stem]))
+                declared.append(declare(int(voxels[path.stem])))
                 measured.append(pd.read_csv(path, sep="\t")["max_rss"].max())
         if not measured:
             continue

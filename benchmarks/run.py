@@ -47,7 +47,8 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs);
 - ``global_refine_api``: ``bigstream_core.api.affine_refine`` of that affine in its own
   process, with the TRE before and after (the pair's deformation is in the TRE too);
-- ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups): Snakemake
+- ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups; ``_batched``: with
+  ``blocks_per_job`` 2x2x2 for deform and resample): Snakemake
   planning a run of 1 (the fixed start-up cost), 1k and 10k deform blocks
   (``--dag``, e.g. ``--dag 1000 10000 100000``; metadata-only images, see
   ``benchmarks/dag.py``): wall time, peak memory, jobs planned, ms per job.
@@ -373,8 +374,9 @@ def main() -> None:
         [memory_table(WORK / size / "workflow" / "results").assign(size=size) for size in sizes]
     )
     if counts:  # grouped planning grows faster than linearly: up to 1k blocks only
-        plans = [dry_run(n, WORK, grouped) for n in [1, *counts] for grouped in (False, True)
-                 if not grouped or n <= 1000]  # fmt: skip
+        plans = [dry_run(n, WORK, mode) for n in [1, *counts]
+                 for mode in ("plain", "grouped", "batched")
+                 if (mode != "grouped" or n <= 1000) and (mode != "batched" or n > 1)]  # fmt: skip
         table = pd.concat([table, pd.DataFrame(plans)])
     tables = {"latest": table, "latest_scaling": scaling(table), "latest_memory": memory}
     if bigstream_sizes:

@@ -107,6 +107,24 @@ def neighbours(tile: Tile, tiles: dict[str, Tile]) -> list[Tile]:
     return found
 
 
+def tile_batches(tiles: list[Tile], per_job: tuple[int, int, int]) -> dict[str, list[Tile]]:
+    """Neighbouring tiles grouped into one job each: boxes of ``per_job`` tiles (z, y, x) of
+    the grid, named like tiles by their index in the grid of boxes (``z0_y1_x0``), each
+    box's tiles in C order. ``(1, 1, 1)``: one tile per batch, named as the tile."""
+    if any(count <= 0 for count in per_job):
+        raise ValueError(f"tiles per job {tuple(per_job)} must be positive on every axis")
+    batches: dict[str, list[Tile]] = {}
+    for tile in tiles:
+        batches.setdefault(batch_id(tile.index, per_job), []).append(tile)
+    return batches
+
+
+def batch_id(index: tuple[int, int, int], per_job: tuple[int, int, int]) -> str:
+    """Name of the batch of ``per_job`` tiles (z, y, x) that holds the tile at grid ``index``."""
+    z, y, x = (i // n for i, n in zip(index, per_job, strict=True))
+    return f"z{z}_y{y}_x{x}"
+
+
 def grid_table(tiles: list[Tile]) -> pd.DataFrame:
     """The grid as a table: one row per tile, voxel ranges per axis (z, y, x)."""
     rows = []

@@ -9,7 +9,7 @@ from bigstream_core.logs import configure
 
 log = configure(snakemake.log[0])
 rows = []
-for path in snakemake.input:
+for path in snakemake.params.reports:  # every block's report, in grid order
     with open(path, encoding="utf-8") as handle:
         row = json.load(handle)
     row["iterations"] = ",".join(str(count) for count in row["iterations"])

@@ -1,4 +1,9 @@
-"""Rule `deform_block`: deformable registration of one overlapping high-res block."""
+"""Rule `deform_block`: deformable registration of a batch of overlapping high-res blocks,
+one after the other, into the batch's folder (<tile>.npy field, <tile>.json report)."""
+
+import json
+
+import numpy as np
 
 from bigstream_core import atomic
 from bigstream_core.config import open_config_images
@@ -9,11 +14,15 @@ from bigstream_core.logs import configure
 log = configure(snakemake.log[0])
 images = open_config_images(snakemake.params.images)
 transform, description = from_inputs(list(snakemake.input.transforms))
-tile = snakemake.params.tile
-field, report = register_tile(
-    images["fixed"]["highres"], images["moving"]["highres"], transform, tile,
-    DeformParams.from_config(snakemake.params.deform),
-)  # fmt: skip
-atomic.write_npy(snakemake.output.field, field)
-atomic.write_json(snakemake.output.report, {**report, "halo": [list(b) for b in tile.halo]})
-log.info("block %s on top of %s: %s", tile.id, description, report)
+params = DeformParams.from_config(snakemake.params.deform)
+tiles = snakemake.params.tiles
+with atomic.atomic_directory(snakemake.output[0]) as folder:
+    for number, tile in enumerate(tiles, start=1):
+        field, report = register_tile(
+            images["fixed"]["highres"], images["moving"]["highres"], transform, tile, params
+        )
+        np.save(folder / f"{tile.id}.npy", field)
+        report["halo"] = [list(bounds) for bounds in tile.halo]
+        (folder / f"{tile.id}.json").write_text(json.dumps(report, indent=2) + "\n")
+        log.info("block %d/%d %s on top of %s: %s", number, len(tiles), tile.id, description,
+                 report)  # fmt: skip

@@ -11,13 +11,15 @@ from bigstream_core.provenance import provenance
 log = configure(snakemake.log[0])
 images = open_config_images(snakemake.params.images)
 fixed = images["fixed"]["highres"]
-blocks = []
-for path in snakemake.input.blocks:
+blocks, transform = [], None
+for path in snakemake.input.blocks:  # one record per batch of blocks
     with open(path, encoding="utf-8") as handle:
-        blocks.append(json.load(handle))
+        record = json.load(handle)
+    blocks += record["blocks"]
+    transform = record["transform"]
 image = finish_ome_zarr(
     snakemake.params.store, fixed.spacing, fixed.origin, snakemake.params.blocksize,
-    name=snakemake.params.name, attrs={"bigstream": {"transform": blocks[0]["transform"],
+    name=snakemake.params.name, attrs={"bigstream": {"transform": transform,
                                          **provenance(snakemake.config, images)}},
 )  # fmt: skip
 atomic.write_json(

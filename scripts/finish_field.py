@@ -13,9 +13,9 @@ log = configure(snakemake.log[0])
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 regions = []
-for path in snakemake.input.regions:
+for path in snakemake.input.regions:  # one record per batch of regions
     with open(path, encoding="utf-8") as handle:
-        regions.append(json.load(handle))
+        regions += json.load(handle)["regions"]
 array = zarr.open_array(store["store"], mode="r+")
 images = open_config_images(snakemake.params.images)
 array.attrs.update({"complete": True, "bigstream": provenance(snakemake.config, images)})

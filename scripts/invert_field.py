@@ -1,4 +1,5 @@
-"""Rule `invert_field`: one region of transform/inverse_field.zarr from the forward field."""
+"""Rule `invert_field`: the regions (block cores) of a batch of transform/inverse_field.zarr,
+each from the forward field."""
 
 import json
 
@@ -13,7 +14,10 @@ with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 with open(snakemake.input.field, encoding="utf-8") as handle:
     forward = open_field(json.load(handle)["store"])
-inverse, report = invert_region(forward, snakemake.params.tile)
-manifest = write_region(zarr.open_array(store["store"], mode="r+"), snakemake.params.tile, inverse)
-atomic.write_json(snakemake.output[0], {**manifest, **report, "token": store["token"]})
-log.info("region %s: %s", snakemake.params.tile.id, manifest)
+array = zarr.open_array(store["store"], mode="r+")
+manifests = []
+for number, tile in enumerate(snakemake.params.tiles, start=1):
+    inverse, report = invert_region(forward, tile)
+    manifests.append({**write_region(array, tile, inverse), **report})
+    log.info("region %d/%d %s: %s", number, len(snakemake.params.tiles), tile.id, manifests[-1])
+atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})

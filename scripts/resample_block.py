@@ -1,4 +1,5 @@
-"""Rule `resample_block`: one block of the output, through the full transform, into its chunks."""
+"""Rule `resample_block`: a batch of output blocks, one after the other, each through the
+full transform into its chunks."""
 
 import json
 
@@ -13,11 +14,14 @@ images = open_config_images(snakemake.params.images)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 transform, description = from_inputs(list(snakemake.input.transforms))
-manifest = write_block(
-    store["store"], images["moving"]["highres"], images["fixed"]["highres"], transform,
-    snakemake.params.tile, snakemake.params.order, snakemake.params.transform_step,
-)  # fmt: skip
+tiles = snakemake.params.tiles
+manifests = []
+for number, tile in enumerate(tiles, start=1):
+    manifests.append(write_block(
+        store["store"], images["moving"]["highres"], images["fixed"]["highres"], transform,
+        tile, snakemake.params.order, snakemake.params.transform_step,
+    ))  # fmt: skip
+    log.info("block %d/%d %s: %s", number, len(tiles), tile.id, manifests[-1])
 atomic.write_json(
-    snakemake.output[0], {**manifest, "transform": description, "token": store["token"]}
+    snakemake.output[0], {"blocks": manifests, "transform": description, "token": store["token"]}
 )
-log.info("block %s: %s", snakemake.params.tile.id, manifest)

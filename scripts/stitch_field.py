@@ -1,4 +1,5 @@
-"""Rule `stitch_field`: one region of transform/field.zarr, blended from the block fields."""
+"""Rule `stitch_field`: the regions (block cores) of a batch of transform/field.zarr, each
+blended from the fields of its block and the blocks around it."""
 
 import json
 
@@ -14,15 +15,17 @@ from bigstream_core.tiling import overlap_voxels
 log = configure(snakemake.log[0])
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
+array = zarr.open_array(store["store"], mode="r+")
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 deform = snakemake.params.deform
-neighbours = snakemake.params.neighbours
-files = dict(zip((tile.id for tile in neighbours), snakemake.input.blocks, strict=True))
-field = stitch_region(
-    snakemake.params.tile, neighbours, fixed.shape, deform["blocksize"],
-    overlap_voxels(deform["blocksize"], deform["overlap"]),
-    lambda tile: np.load(files[tile.id], mmap_mode="r"), deform["shrink_factors"][-1],
-)  # fmt: skip
-manifest = write_region(zarr.open_array(store["store"], mode="r+"), snakemake.params.tile, field)
-atomic.write_json(snakemake.output[0], {**manifest, "token": store["token"]})
-log.info("region %s: %s", snakemake.params.tile.id, manifest)
+files = snakemake.params.files
+manifests = []
+for number, (tile, neighbours) in enumerate(snakemake.params.regions, start=1):
+    field = stitch_region(
+        tile, neighbours, fixed.shape, deform["blocksize"],
+        overlap_voxels(deform["blocksize"], deform["overlap"]),
+        lambda block: np.load(files[block.id], mmap_mode="r"), deform["shrink_factors"][-1],
+    )  # fmt: skip
+    manifests.append(write_region(array, tile, field))
+    log.info("region %d/%d %s: %s", number, len(snakemake.params.regions), tile.id, manifests[-1])
+atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})

@@ -119,7 +119,7 @@ def wait_for_running(process: subprocess.Popen, word: str, timeout: float = 600)
 def deform_memory(log: str) -> dict[str, list[int]]:
     """mem_mb asked for each deform block, attempt after attempt, from Snakemake's job lines."""
     asked: dict[str, list[int]] = {}
-    job = re.compile(r"rule deform_block:.*?wildcards: tile=(\w+).*?mem_mb=(\d+)", re.DOTALL)
+    job = re.compile(r"rule deform_block:.*?wildcards: batch=(\w+).*?mem_mb=(\d+)", re.DOTALL)
     for tile, mem_mb in job.findall(log):
         asked.setdefault(tile, []).append(int(mem_mb))
     return asked

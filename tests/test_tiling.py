@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from bigstream_core.tiling import grid_table, overlap_voxels, parse_tile_id, tile_grid
+from bigstream_core.tiling import (
+    batch_id,
+    grid_table,
+    overlap_voxels,
+    parse_tile_id,
+    tile_batches,
+    tile_grid,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,3 +50,18 @@ def test_overlap_fraction_and_errors():
         tile_grid((0, 4, 4), (2, 2, 2))
     with pytest.raises(ValueError, match="z<i>_y<j>_x<k>"):
         parse_tile_id("tile3")
+
+
+def test_batches_are_boxes_of_neighbouring_tiles_that_cover_the_grid_once():
+    tiles = tile_grid((10, 20, 30), (5, 10, 10), (1, 1, 1))  # a 2 x 2 x 3 grid
+    batches = tile_batches(tiles, (2, 1, 2))
+    assert sorted(batches) == ["z0_y0_x0", "z0_y0_x1", "z0_y1_x0", "z0_y1_x1"]
+    assert [t.id for t in batches["z0_y1_x0"]] == ["z0_y1_x0", "z0_y1_x1", "z1_y1_x0", "z1_y1_x1"]
+    assert [t.id for t in batches["z0_y0_x1"]] == ["z0_y0_x2", "z1_y0_x2"]  # the grid's end
+    assert sorted(t.id for b in batches.values() for t in b) == sorted(t.id for t in tiles)
+    assert all(batch_id(t.index, (2, 1, 2)) == name for name, b in batches.items() for t in b)
+    assert {name: [t.id for t in b] for name, b in tile_batches(tiles, (1, 1, 1)).items()} == {
+        t.id: [t.id] for t in tiles
+    }
+    with pytest.raises(ValueError, match=r"tiles per job \(0, 1, 1\)"):
+        tile_batches(tiles, (0, 1, 1))

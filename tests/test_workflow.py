@@ -293,8 +293,8 @@ def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
     # not their manifests, and the jobs after them (finalize, the summary) never ran
     lost = sorted((results / "aligned" / "blocks").glob("*.json"))[:2]
     for manifest in lost:
-        region = tuple(slice(*b) for b in json.loads(manifest.read_text())["core"])
-        level[region] = 7
+        for block in json.loads(manifest.read_text())["blocks"]:
+            level[tuple(slice(*b) for b in block["core"])] = 7
         manifest.unlink()
     (results / "aligned" / "complete.json").unlink()
     result = run_snakemake(work, config)
@@ -306,6 +306,34 @@ def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
     assert hashlib.sha256(after.tobytes()).hexdigest() == before
 
 
+def test_blocks_batched_per_job_give_the_same_bytes_with_fewer_jobs(finished_run, tmp_path):
+    """`blocks_per_job` only changes how blocks are bundled into jobs: the field, its
+    inverse and the result are the same bytes as one block per job, and the per-block
+    reports the same blocks."""
+    work, config, _ = finished_run
+    config = {**config, "output_dir": str(tmp_path / "results"),
+              "deform": {**config["deform"], "blocks_per_job": [1, 2, 2]},
+              "resample": {"blocks_per_job": [2, 2, 1]}}  # fmt: skip
+    result = run_snakemake(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("transform/field.zarr", "transform/inverse_field.zarr"):
+        assert digest(tmp_path / "results" / name) == digest(work / "results" / name), name
+    aligned = Path("results", "aligned.ome.zarr")
+    assert digest(tmp_path / aligned, "0") == digest(work / aligned, "0")
+    blocks = {run: len(list((run / "results" / "deform" / "blocks").glob("*/*.npy")))
+              for run in (work, tmp_path)}  # fmt: skip
+    assert blocks[tmp_path] == blocks[work] > 1
+    jobs = {run: {rule: len(list((run / "results" / "benchmarks" / rule).rglob("*.tsv")))
+                  for rule in ("deform_block", "stitch_field", "invert_field", "resample_block")}
+            for run in (work, tmp_path)}  # fmt: skip
+    for rule, count in jobs[tmp_path].items():
+        assert 0 < count < jobs[work][rule], (rule, jobs)
+    reports = [pd.read_csv(run / "results" / "deform" / "report.tsv", sep="\t")
+               for run in (work, tmp_path)]  # fmt: skip
+    columns = ["tile", "ncc_before", "ncc_after"]
+    pd.testing.assert_frame_equal(reports[0][columns], reports[1][columns])
+
+
 def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, tmp_path):
     work, config, _ = finished_run
     config = {**config, "output_dir": str(tmp_path / "results")}
@@ -314,13 +342,14 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
     process = subprocess.Popen(command, env=SNAKEMAKE_ENV, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 500
-    while len(list(blocks.glob("*.json"))) < 3 and process.poll() is None:
+    while len(list(blocks.glob("*/*.json"))) < 3 and process.poll() is None:
         assert time.monotonic() < deadline, "the deform fan-out never started"
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)  # the controller and every job, mid-flight
     process.wait()
-    finished = {path.stem: path.stat().st_mtime_ns for path in blocks.glob("*.json")}
-    total = len(list((work / "results" / "deform" / "blocks").glob("*.json")))
+    # one block per job (the default blocks_per_job): a block's folder is named as the block
+    finished = {path.stem: path.stat().st_mtime_ns for path in blocks.glob("*/*.json")}
+    total = len(list((work / "results" / "deform" / "blocks").glob("*/*.json")))
     assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"
     assert not (tmp_path / "results" / "aligned" / "complete.json").exists()
     assert run_snakemake(tmp_path, config, "--unlock").returncode == 0  # the killed run's lock
@@ -329,7 +358,7 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
     log = result.stdout + result.stderr
     assert 0 < log.count("rule deform_block:") < total
     kept = [tile for tile, mtime in finished.items()
-            if (blocks / f"{tile}.json").stat().st_mtime_ns == mtime]  # fmt: skip
+            if (blocks / tile / f"{tile}.json").stat().st_mtime_ns == mtime]  # fmt: skip
     assert kept, "every finished block was computed again"
     for run in (work, tmp_path):
         assert (run / "results" / "aligned" / "complete.json").exists()

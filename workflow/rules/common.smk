@@ -22,7 +22,7 @@ from bigstream_core.resources import (
 )
 from bigstream_core.provenance import source_digest
 from bigstream_core.summary import run_summary
-from bigstream_core.tiling import TILE_ID_PATTERN, neighbours
+from bigstream_core.tiling import TILE_ID_PATTERN, neighbours, tile_batches
 
 try:
     IMAGES = checked_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
@@ -32,6 +32,16 @@ except ConfigError as error:
 
 GRIDS = stage_grids(config, IMAGES)
 TILES = {name: {tile.id: tile for tile in tiles} for name, tiles in GRIDS.items()}
+# the tiled high-res stages run `blocks_per_job` neighbouring blocks per job ("batches")
+BATCHES = {
+    stage: tile_batches(GRIDS[stage], config[stage]["blocks_per_job"])
+    for stage in ("deform", "resample")
+    if stage in GRIDS
+}
+BATCH_OF = {
+    stage: {tile.id: batch for batch, tiles in batches.items() for tile in tiles}
+    for stage, batches in BATCHES.items()
+}
 OUT = config["output_dir"]
 CODE_VERSION = source_digest()
 
@@ -42,6 +52,7 @@ PRODUCTS = ["aligned"] + [f"aligned_{name}" for name in CHANNELS]
 
 wildcard_constraints:
     tile=TILE_ID_PATTERN,
+    batch=TILE_ID_PATTERN,
     aligned="|".join(re.escape(product) for product in PRODUCTS),
 
 
@@ -154,36 +165,60 @@ def local_tile_runtime_min(wildcards, attempt):
     return (5 + TILES["local_affine"][wildcards.tile].halo_voxels // 60_000_000) * attempt
 
 
+def batch_voxels(stage, wildcards):
+    """Halo voxels of each block of a job's batch (the blocks run one after the other)."""
+    return [tile.halo_voxels for tile in BATCHES[stage][wildcards.batch]]
+
+
 def resample_mem_mb(wildcards, attempt):
-    """Memory of a resampling job, from its block's voxels."""
-    return resample_job_mem_mb(TILES["resample"][wildcards.tile].halo_voxels, attempt)
+    """Memory of a resampling job, from its largest block's voxels."""
+    return resample_job_mem_mb(max(batch_voxels("resample", wildcards)), attempt)
 
 
 def resample_runtime_min(wildcards, attempt):
     """Minutes for a resampling job (generous: about 1 Mvoxel/s)."""
-    return (5 + TILES["resample"][wildcards.tile].halo_voxels // 60_000_000) * attempt
+    return (5 + sum(batch_voxels("resample", wildcards)) // 60_000_000) * attempt
 
 
 def deform_mem_mb(wildcards, attempt):
-    """Memory of a deform job, from its block's halo voxels."""
-    return deform_job_mem_mb(TILES["deform"][wildcards.tile].halo_voxels, attempt)
+    """Memory of a deform job, from its largest block's halo voxels."""
+    return deform_job_mem_mb(max(batch_voxels("deform", wildcards)), attempt)
 
 
 def deform_runtime_min(wildcards, attempt):
     """Minutes for a deform job (generous: about 0.1 Mvoxel/s)."""
-    return (10 + TILES["deform"][wildcards.tile].halo_voxels // 6_000_000) * attempt
+    return (10 + sum(batch_voxels("deform", wildcards)) // 6_000_000) * attempt
 
 
 def field_region_mem_mb(wildcards, attempt):
-    """Memory of a job stitching or inverting one region of the displacement field."""
-    core = TILES["deform"][wildcards.tile].core
-    voxels = (core[0][1] - core[0][0]) * (core[1][1] - core[1][0]) * (core[2][1] - core[2][0])
+    """Memory of a job stitching or inverting the field regions (block cores) of a batch."""
+    cores = [tile.core for tile in BATCHES["deform"][wildcards.batch]]
+    voxels = max((z1 - z0) * (y1 - y0) * (x1 - x0) for (z0, z1), (y0, y1), (x0, x1) in cores)
     return field_region_job_mem_mb(voxels, attempt)
 
 
 def field_region_runtime_min(wildcards, attempt):
-    """Minutes for a job stitching or inverting one region of the displacement field."""
-    return (5 + TILES["deform"][wildcards.tile].halo_voxels // 60_000_000) * attempt
+    """Minutes for a job stitching or inverting the field regions of a batch."""
+    return (5 + sum(batch_voxels("deform", wildcards)) // 60_000_000) * attempt
+
+
+def deform_block_file(tile_id, suffix):
+    """A deform block's field (".npy") or report (".json"), in its batch's folder."""
+    batch = BATCH_OF["deform"][tile_id]
+    return out("deform", "blocks", batch, f"{tile_id}{suffix}")
+
+
+def stitch_neighbours(wildcards):
+    """Each block of a stitching job's batch with the blocks its region blends."""
+    return [
+        (tile, neighbours(tile, TILES["deform"])) for tile in BATCHES["deform"][wildcards.batch]
+    ]
+
+
+def stitch_inputs(wildcards):
+    """The folders of the deform batches that hold a stitching job's blocks and neighbours."""
+    batches = {BATCH_OF["deform"][n.id] for _, near in stitch_neighbours(wildcards) for n in near}
+    return [out("deform", "blocks", batch) for batch in sorted(batches)]
 
 
 def affine_transform_files():

@@ -6,12 +6,11 @@ rule deform_block:
     input:
         transforms=affine_transform_files(),
     output:
-        field=own("deform", "blocks", "{tile}.npy"),
-        report=own("deform", "blocks", "{tile}.json"),
+        directory(own("deform", "blocks", "{batch}")),
     log:
-        own("logs", "deform_block", "{tile}.log"),
+        own("logs", "deform_block", "{batch}.log"),
     benchmark:
-        own("benchmarks", "deform_block", "{tile}.tsv")
+        own("benchmarks", "deform_block", "{batch}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -20,7 +19,7 @@ rule deform_block:
         runtime=deform_runtime_min,
     params:
         images=image_config(),
-        tile=lambda wc: TILES["deform"][wc.tile],
+        tiles=lambda wc: BATCHES["deform"][wc.batch],
         deform=config["deform"],
         version=CODE_VERSION,
     script:
@@ -29,7 +28,7 @@ rule deform_block:
 
 rule collect_deform_report:
     input:
-        [out("deform", "blocks", f"{tile}.json") for tile in TILES.get("deform", {})],
+        [out("deform", "blocks", batch) for batch in BATCHES.get("deform", {})],
     output:
         own("deform", "report.tsv"),
     log:
@@ -38,6 +37,7 @@ rule collect_deform_report:
     conda:
         "../../envs/bigstream.yaml"
     params:
+        reports=[deform_block_file(tile, ".json") for tile in TILES.get("deform", {})],
         version=CODE_VERSION,
     script:
         "../../scripts/collect_deform_report.py"
@@ -67,16 +67,13 @@ rule create_field_store:
 rule stitch_field:
     input:
         store=out("transform", "field_store.json"),
-        blocks=lambda wc: [
-            out("deform", "blocks", f"{tile.id}.npy")
-            for tile in neighbours(TILES["deform"][wc.tile], TILES["deform"])
-        ],
+        blocks=stitch_inputs,
     output:
-        own("transform", "field_regions", "{tile}.json"),
+        own("transform", "field_regions", "{batch}.json"),
     log:
-        own("logs", "stitch_field", "{tile}.log"),
+        own("logs", "stitch_field", "{batch}.log"),
     benchmark:
-        own("benchmarks", "stitch_field", "{tile}.tsv")
+        own("benchmarks", "stitch_field", "{batch}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -84,8 +81,12 @@ rule stitch_field:
         mem_mb=field_region_mem_mb,
         runtime=field_region_runtime_min,
     params:
-        tile=lambda wc: TILES["deform"][wc.tile],
-        neighbours=lambda wc: neighbours(TILES["deform"][wc.tile], TILES["deform"]),
+        regions=stitch_neighbours,
+        files=lambda wc: {
+            near.id: deform_block_file(near.id, ".npy")
+            for _, nears in stitch_neighbours(wc)
+            for near in nears
+        },
         images=image_config(),
         deform=config["deform"],
         version=CODE_VERSION,
@@ -98,11 +99,11 @@ rule invert_field:
         store=out("transform", "inverse_field_store.json"),
         field=out("transform", "field.json"),
     output:
-        own("transform", "inverse_field_regions", "{tile}.json"),
+        own("transform", "inverse_field_regions", "{batch}.json"),
     log:
-        own("logs", "invert_field", "{tile}.log"),
+        own("logs", "invert_field", "{batch}.log"),
     benchmark:
-        own("benchmarks", "invert_field", "{tile}.tsv")
+        own("benchmarks", "invert_field", "{batch}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -110,7 +111,7 @@ rule invert_field:
         mem_mb=field_region_mem_mb,
         runtime=field_region_runtime_min,
     params:
-        tile=lambda wc: TILES["deform"][wc.tile],
+        tiles=lambda wc: BATCHES["deform"][wc.batch],
         version=CODE_VERSION,
     script:
         "../../scripts/invert_field.py"
@@ -120,7 +121,7 @@ rule finish_field:
     input:
         store=out("transform", "{name}_store.json"),
         regions=lambda wc: [
-            out("transform", f"{wc.name}_regions", f"{tile}.json") for tile in TILES["deform"]
+            out("transform", f"{wc.name}_regions", f"{batch}.json") for batch in BATCHES["deform"]
         ],
     output:
         own("transform", "{name}.json"),

@@ -1,4 +1,4 @@
-# Stage 6: the moving high-res image through the full transform, one job per block,
+# Stage 6: the moving high-res image through the full transform, one job per batch of blocks,
 # into <output_dir>/aligned.ome.zarr (created once, filled block by block, finished once);
 # each other channel of the moving round (`moving.channels`) likewise into
 # <output_dir>/aligned_<channel>.ome.zarr. The wildcard {aligned} is "aligned" or
@@ -29,11 +29,11 @@ rule resample_block:
         store=own("{aligned}", "store.json"),
         transforms=final_transform_files(),
     output:
-        own("{aligned}", "blocks", "{tile}.json"),
+        own("{aligned}", "blocks", "{batch}.json"),
     log:
-        own("logs", "resample_block", "{aligned}", "{tile}.log"),
+        own("logs", "resample_block", "{aligned}", "{batch}.log"),
     benchmark:
-        own("benchmarks", "resample_block", "{aligned}", "{tile}.tsv")
+        own("benchmarks", "resample_block", "{aligned}", "{batch}.tsv")
     conda:
         "../../envs/bigstream.yaml"
     threads: 1
@@ -42,7 +42,7 @@ rule resample_block:
         runtime=resample_runtime_min,
     params:
         images=lambda wc: product_images(wc.aligned),
-        tile=lambda wc: TILES["resample"][wc.tile],
+        tiles=lambda wc: BATCHES["resample"][wc.batch],
         order=config["resample"]["order"],
         transform_step=config["resample"]["transform_step"],
         version=CODE_VERSION,
@@ -53,7 +53,7 @@ rule resample_block:
 rule finalize_aligned:
     input:
         store=own("{aligned}", "store.json"),
-        blocks=lambda wc: [own(wc.aligned, "blocks", f"{t}.json") for t in TILES["resample"]],
+        blocks=lambda wc: [own(wc.aligned, "blocks", f"{b}.json") for b in BATCHES["resample"]],
     output:
         own("{aligned}", "complete.json"),
     log:
