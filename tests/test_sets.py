@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,15 @@ def test_a_three_set_sweep_ranks_the_sensible_parameters_first(deformed_pair, tm
     assert (
         middle["global_affine_s"] == best["global_affine_s"]
     )  # the same jobs, counted where they ran
+    # the report holds the summary and each set's QC, filed under the set's name
+    result = run_snakemake(tmp_path, config, "--report", str(tmp_path / "report.zip"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+        html = archive.read(next(n for n in names if n.endswith("report.html"))).decode()
+    assert any(name.endswith("summary.png") for name in names)
+    for row in (best, middle, worst):
+        assert f'"{row["set"]}": ["{out / row["set"] / "qc"}' in html, row["set"]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 # The QC report: `snakemake --report <file>.html` (or .zip) after a run gathers these
-# pictures and tables; workflow/report/ holds the captions.
+# pictures and tables; workflow/report/ holds the captions. With rounds or a sweep, each
+# set's items are filed under the set's name (subcategory).
 
 
 rule qc_report:
@@ -17,6 +18,7 @@ rule qc_report:
                 own("qc", name),
                 caption="../report/overlay.rst",
                 category="1. Overlays",
+                subcategory=SET["name"],
                 labels={"view": view},
             )
             for view, (name, _, _) in qc_views().items()
@@ -25,6 +27,7 @@ rule qc_report:
             own("qc", "checkerboard.png"),
             caption="../report/checkerboard.rst",
             category="2. Checkerboard",
+            subcategory=SET["name"],
         ),
         tiles=(
             [
@@ -32,6 +35,7 @@ rule qc_report:
                     own("qc", "tiles.png"),
                     caption="../report/tiles.rst",
                     category="3. Tiles",
+                    subcategory=SET["name"],
                 )
             ]
             if qc_tiled()
@@ -41,11 +45,13 @@ rule qc_report:
             own("qc", "metrics.tsv"),
             caption="../report/metrics.rst",
             category="4. Metrics",
+            subcategory=SET["name"],
         ),
         provenance=report(
             own("qc", "provenance.yaml"),
             caption="../report/provenance.rst",
             category="5. Provenance",
+            subcategory=SET["name"],
         ),
     log:
         own("logs", "qc_report.log"),
