@@ -38,10 +38,10 @@ from bigstream_core.config import ConfigError, merge_config
 MATCHING_ONLY = ("match_threshold", "align_threshold", "on_failure", "refine")
 """``global_affine`` keys that key point detection does not read."""
 SET_KEYS = ("rounds", "sweep", "set")
+"""Config keys of the multi-set layer itself (not part of any stage's key)."""
 ROUND_KEYS = ("name", "ground_truth")
 """Keys of a ``rounds`` entry that are not the moving image's: its folder name and its own
 known transform (synthetic rounds; replaces the top-level ``ground_truth``)."""
-"""Config keys of the multi-set layer itself (not part of any stage's key)."""
 
 
 @dataclass(frozen=True)
