@@ -812,8 +812,6 @@ def finish_ome_zarr(
     attrs: dict | None = None,
 ) -> Image:
     """Add the pyramid (levels 1..n from level "0", block by block) and the OME metadata."""
-    import dask.array as da
-
     path = os.fspath(path)
     spacing = _check_spacing(spacing, f"{path}: spacing")
     origin = tuple(_number(o, f"{path}: origin {origin!r}") for o in origin)
@@ -825,13 +823,11 @@ def finish_ome_zarr(
     datasets = [_ome_dataset("0", spacing, origin)]
     for k in range(1, count):
         factors = _level_factors(level.shape)
-        level_chunks = _storage_chunks(_downsampled_shape(level.shape, factors), chunks)
-        data = _downsample_mean(da.from_zarr(level), factors, level_chunks)
+        level = _write_downsampled_level(group, str(k), level, factors, chunks)
         origin = tuple(
             o + (f - 1) / 2 * s for o, f, s in zip(origin, factors, spacing, strict=True)
         )
         spacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
-        level = _write_ome_level(group, str(k), data, chunks)
         datasets.append(_ome_dataset(str(k), spacing, origin))
     multiscale = {
         "version": "0.4",
@@ -891,29 +887,49 @@ def _create_ome_level(group: zarr.Group, name: str, shape, dtype, chunks: Any) -
     )
 
 
-def _write_ome_level(group: zarr.Group, name: str, data: da.Array, chunks: Any) -> zarr.Array:
-    """Store `data` block-wise as level `name`."""
-    import dask.array as da
+def _write_downsampled_level(
+    group: zarr.Group, name: str, source: zarr.Array, factors: tuple[int, ...], chunks: Any
+) -> zarr.Array:
+    """Level `name`: the block mean of `source` over `factors` (z y x; the far ends padded
+    with their edge values), written one output chunk at a time and computed in slabs of
+    about one source chunk, so memory stays a few chunks' whatever the image's size."""
+    from bigstream_core.tiling import tile_grid
 
-    level = _create_ome_level(group, name, data.shape, data.dtype, chunks)
-    da.store(data.rechunk(level.chunks), level, lock=False)
+    level = _create_ome_level(
+        group, name, _downsampled_shape(source.shape, factors), source.dtype, chunks
+    )
+    planes = max(1, source.chunks[0] // factors[0])  # output planes per slab
+    for tile in tile_grid(level.shape, level.chunks):
+        (z0, z1), rows, columns = tile.core
+        block = np.empty([stop - start for start, stop in tile.core], level.dtype)
+        for start in range(z0, z1, planes):
+            stop = min(start + planes, z1)
+            block[start - z0 : stop - z0] = _block_mean(
+                source, ((start, stop), rows, columns), factors
+            )
+        level[tile.slices("core")] = block
     return level
 
 
-def _downsample_mean(data: da.Array, factors: tuple[int, ...], chunks: tuple) -> da.Array:
-    """Block mean over `factors` (z y x), edge-padded to a multiple; output chunks `chunks`."""
-    import dask.array as da
+def _block_mean(source: zarr.Array, region: tuple, factors: tuple[int, ...]) -> np.ndarray:
+    """Mean of `source` over `factors` for the output voxel ranges `region` (z y x), rounded
+    and clipped to an integer dtype; summed view by view (one float64 output-sized array)."""
+    import itertools
 
-    pad = [(0, -n % f) for n, f in zip(data.shape, factors, strict=True)]
+    wanted = [(start * f, stop * f) for (start, stop), f in zip(region, factors, strict=True)]
+    read = tuple(slice(a, min(b, n)) for (a, b), n in zip(wanted, source.shape, strict=True))
+    data = source[read]
+    pad = [(0, b - a - (s.stop - s.start)) for (a, b), s in zip(wanted, read, strict=True)]
     if any(after for _, after in pad):
-        data = da.pad(data, pad, mode="edge")
-    data = data.rechunk(tuple(c * f for c, f in zip(chunks, factors, strict=True)))
-    mean = da.coarsen(np.mean, data.astype(np.float64), dict(enumerate(factors)))
-    dtype = data.dtype
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        mean = da.clip(da.round(mean), info.min, info.max)
-    return mean.astype(dtype)
+        data = np.pad(data, pad, mode="edge")
+    total = np.zeros([stop - start for start, stop in region], np.float64)
+    for offset in itertools.product(*(range(f) for f in factors)):
+        total += data[tuple(slice(o, None, f) for o, f in zip(offset, factors, strict=True))]
+    mean = total / math.prod(factors)
+    if np.issubdtype(source.dtype, np.integer):
+        info = np.iinfo(source.dtype)
+        mean = np.clip(np.round(mean), info.min, info.max)
+    return mean.astype(source.dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import tracemalloc
 
 import dask
 import dask.array as da
@@ -14,6 +15,8 @@ from ome_zarr_models.v04 import Image as OmeImageV04
 from bigstream_core.io import (
     Image,
     ImageError,
+    create_ome_zarr,
+    finish_ome_zarr,
     open_image,
     write_n5,
     write_ome_zarr,
@@ -348,6 +351,22 @@ def test_written_ome_zarr_validates_and_pyramid_is_the_2x_mean(tmp_path):
     np.testing.assert_array_equal(_everything(level2), expected.astype(np.uint8))
     assert level2.spacing == (8.0, 2.0, 1.0)
     assert level2.origin == pytest.approx((3.0, 0.75, 0.375))  # 1 + 2, 0.25 + 0.5, ...
+
+
+def test_the_pyramid_is_built_in_chunk_sized_pieces_not_whole_levels(tmp_path):
+    """A level of 64 x 512 x 512 uint16 (32 MiB) in 32^3 chunks: building its pyramid holds a
+    few chunks at a time (measured: well under a tenth of the level), and gives the mean."""
+    volume = np.random.default_rng(2).integers(0, 4000, (64, 512, 512)).astype(np.uint16)
+    path = tmp_path / "big.ome.zarr"
+    create_ome_zarr(path, volume.shape, volume.dtype, (32, 32, 32))[...] = volume
+    tracemalloc.start()
+    finish_ome_zarr(path, (1.0, 1.0, 1.0), chunks=(32, 32, 32))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < volume.nbytes / 10, f"peak {peak / 2**20:.1f} MiB"
+    level1 = _everything(open_image(path, "1"))
+    mean = volume.reshape(32, 2, 256, 2, 256, 2).mean(axis=(1, 3, 5))
+    np.testing.assert_array_equal(level1, np.round(mean).astype(np.uint16))
 
 
 def test_ome_zarr_keeps_float_dtype_and_stops_at_five_levels(tmp_path):

@@ -62,7 +62,7 @@ rule finalize_aligned:
         own("benchmarks", "finalize_aligned", "{aligned}.tsv")
     conda:
         "../../envs/bigstream.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
