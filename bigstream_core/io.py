@@ -18,6 +18,7 @@ The writers work block by block: memory stays bounded by a few storage chunks.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numcodecs
 import numpy as np
 import zarr
+
+from bigstream_core.tiling import tile_grid
 
 if TYPE_CHECKING:  # dask and tensorstore are imported where used: a job's start-up stays short
     import dask.array as da
@@ -893,8 +896,6 @@ def _write_downsampled_level(
     """Level `name`: the block mean of `source` over `factors` (z y x; the far ends padded
     with their edge values), written one output chunk at a time and computed in slabs of
     about one source chunk, so memory stays a few chunks' whatever the image's size."""
-    from bigstream_core.tiling import tile_grid
-
     level = _create_ome_level(
         group, name, _downsampled_shape(source.shape, factors), source.dtype, chunks
     )
@@ -914,8 +915,6 @@ def _write_downsampled_level(
 def _block_mean(source: zarr.Array, region: tuple, factors: tuple[int, ...]) -> np.ndarray:
     """Mean of `source` over `factors` for the output voxel ranges `region` (z y x), rounded
     and clipped to an integer dtype; summed view by view (one float64 output-sized array)."""
-    import itertools
-
     wanted = [(start * f, stop * f) for (start, stop), f in zip(region, factors, strict=True)]
     read = tuple(slice(a, min(b, n)) for (a, b), n in zip(wanted, source.shape, strict=True))
     data = source[read]
