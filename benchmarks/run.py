@@ -16,13 +16,13 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 - ``phantom``: rendering and writing both volumes of the pair (N5, two levels);
 - ``read``: reading the fixed high-res volume once, block by block (the I/O floor);
 - ``global_affine`` (key points, matching, RANSAC), ``global_refine`` (its intensity
-  refinement, enabled in the benchmark), ``local_affine``, ``deform``, ``stitch_field``,
+  refinement), ``local_affine``, ``deform``, ``stitch_field``,
   ``invert_field`` (when asked for), ``resample`` (with the final pyramid),
   ``lowres_outputs`` (the low-res images after the affine stages) and
   ``qc_accuracy`` (TRE and NCC per stage, against the known transform): the
   workflow's stages through one real Snakemake run (``--cores 2``) with the
   default config but for the key point and matching parameters (the phantom's cells are
-  small), ``global_affine.refine.enabled`` and ``deform.mask_threshold``; per stage the
+  small) and ``deform.mask_threshold``; per stage the
   sum of its jobs' times, the largest ``max_rss`` of its jobs and the longest job (Snakemake
   ``benchmark:`` files); ``voxels`` is the level the stage works on;
   accuracy = mean TRE over the fixed foreground against the known transform
@@ -97,8 +97,7 @@ WORK = RESULTS / "work"
 
 # Key point parameters for the phantom's cells on the low-res level (radii 1-5 voxels).
 KEYPOINTS = {"min_radius": 1.5, "max_radius": 5, "match_threshold": 0.7}
-GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128],
-                 "refine": {"enabled": True}}  # fmt: skip
+GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128]}
 LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [64, 128, 128], "overlap": 0.25,
                 "min_matches": 12}  # fmt: skip
 # High-res blocks of 128 x 256 x 256 voxels: a whole block fits even the smallest size's
@@ -147,7 +146,6 @@ from bigstream_core.transforms import affine_map
 fixed, moving = (open_image({out!r} + f"/{{n}}.n5", "lowres") for n in ("fixed", "moving"))
 params = {params!r}
 params.pop("blocksize")
-params.pop("refine")
 affine, report = ransac_affine(fixed, moving, None, None, **params, return_report=True)
 report["tre"] = evaluate(affine_map(affine), GroundTruth.from_json({out!r} + "/truth.json"),
                          fixed, moving)

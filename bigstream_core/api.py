@@ -112,14 +112,9 @@ def affine_refine(
     initial_affine,
     fix_mask=None,
     mov_mask=None,
-    metric: str = "lncc",
-    shrink_factors=(4, 2, 1),
-    smooth_sigmas=(1.0, 1.0, 0.5),
-    iterations: int = 50,
-    samples: int = 100_000,
-    region_voxels: int = 4,
     seed: int = 0,
     return_report: bool = False,
+    **settings,
 ):
     """``initial_affine`` (4x4, fixed -> moving, µm, z y x; e.g. from :func:`ransac_affine`)
     refined by maximising the normalised cross-correlation of the images under it.
@@ -127,13 +122,15 @@ def affine_refine(
     ``fix``/``mov``: 3D arrays (z, y, x) or Images (read whole: use a low-res level);
     ``*_spacing``: z, y, x µm (ignored for Images). ``fix_mask``/``mov_mask``: optional
     arrays of each image's shape (nonzero = foreground): the metric uses fixed voxels inside
-    the fixed mask that map inside the moving mask. ``metric`` ``"lncc"`` averages the NCC
-    of cubes of ``region_voxels`` (robust to gain, gamma and illumination changes between
-    rounds), ``"ncc"`` is one global NCC; pyramid ``shrink_factors`` with
-    ``smooth_sigmas`` (voxels of each level), at most ``iterations`` L-BFGS-B iterations
-    and ``samples`` fixed voxels per level (see :mod:`bigstream_core.affine_refine`).
-    Returns the refined 4x4 matrix, or the initial one when the metric does not improve;
-    with ``return_report=True`` ``(affine, report)`` with the metric before/after, the
+    the fixed mask that map inside the moving mask. ``settings``: the fields of
+    :class:`bigstream_core.affine_refine.RefineParams`, defaults as there: ``metric``
+    (``"lncc"``: the NCC of cubes of ``region_voxels``, averaged, robust to gain, gamma and
+    illumination changes between rounds; ``"ncc"``: one global NCC), ``fit_gain`` (fit a
+    smooth illumination gain of the moving image with the affine), the pyramid
+    ``shrink_factors`` with ``smooth_sigmas`` (voxels of each level), at most ``iterations``
+    L-BFGS-B iterations and ``samples`` fixed voxels per level. Returns the refined 4x4
+    matrix, or the initial one when the metric does not improve; with
+    ``return_report=True`` ``(affine, report)`` with the metric before/after, the
     iterations per level, the time and the status. Raises
     :class:`bigstream_core.masks.MaskError` for a mask of the wrong shape or an empty one.
 
@@ -148,8 +145,7 @@ def affine_refine(
         None if mask is None else check_mask(mask, image.shape, name)
         for mask, image, name in ((fix_mask, fixed, "fix_mask"), (mov_mask, moving, "mov_mask"))
     ]
-    params = RefineParams(metric, tuple(shrink_factors), tuple(smooth_sigmas), iterations,
-                          samples, region_voxels)  # fmt: skip
+    params = RefineParams.from_config(settings)
     affine, report = refine_affine(fixed, moving, initial_affine, params, *masks, seed=seed)
     return (affine, report) if return_report else affine
 

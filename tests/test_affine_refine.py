@@ -46,19 +46,65 @@ def tre(matrix, pair) -> float:
     return evaluate(affine_map(matrix), truth, fixed, moving)["mean_um"]
 
 
-def test_refinement_of_ransac_lands_within_a_tenth_of_a_voxel_and_never_lowers_ncc(round_pair):
+def test_refinement_of_ransac_is_three_times_closer_within_a_tenth_of_a_voxel(round_pair):
     fixed, moving, _ = round_pair
     start = ransac_affine(fixed, moving, None, None, **KEYPOINTS)
     refined, report = refine_affine(fixed, moving, start)
     voxel = min(fixed.spacing)
     before, after = tre(start, round_pair), tre(refined, round_pair)
     assert report["status"] == "refined" and report["metric_after"] > report["metric_before"]
-    assert after <= 0.1 * voxel, (before, after)
-    # measured 2.2-3.6x better than our RANSAC on these pairs (which is already at 0.03-0.05
-    # voxel: the gamma change biases the NCC optimum itself by ~0.02 µm); 1.5x is asked here
-    assert after <= before / 1.5, (before, after)
-    ncc = [foreground_ncc(fixed, moving, affine_map(m)) for m in (start, refined)]
+    # measured 3.9-4.7x (RANSAC 0.054-0.084 µm -> 0.014-0.018 µm; voxel 1.68 µm)
+    assert after <= 0.1 * voxel and after <= before / 3, (before, after)
+    # NCC over the foreground, with the phantom's known illumination divided out: the
+    # gradient biases the plain NCC's optimum (on seed 2 the plain NCC of the truth is
+    # 0.98558, of RANSAC 0.98549, of the refined affine 0.98543, of a refinement without the
+    # gain fit, 2x further off, 0.98579); without the gradient it ranks them as the TRE does
+    flat = _illumination_removed(moving)
+    ncc = [foreground_ncc(fixed, flat, affine_map(m)) for m in (start, refined)]
     assert ncc[1] >= ncc[0], ncc
+    # without the gain the illumination gradient pulls the optimum off (measured 1.7-2x)
+    plain, _ = refine_affine(fixed, moving, start, RefineParams(fit_gain=False))
+    assert tre(plain, round_pair) > 1.3 * after, (tre(plain, round_pair), after)
+
+
+def _illumination_removed(moving):
+    """The moving low-res Image divided by the phantom's illumination gain (the same for
+    every seed of the preset: it depends on the moving box only)."""
+    spec = phantom.another_round(phantom.preset("small"))
+    box = (np.asarray(spec.moving_shape) - 1) * np.asarray(spec.spacing)
+    position = np.indices(moving.shape).reshape(3, -1).T * moving.spacing + moving.origin
+    gain = 1 + spec.moving_illumination * (2 * (position / box).mean(axis=1) - 1)
+    data = moving.read((slice(None),) * 3) / gain.reshape(moving.shape)
+    return array_image(data, moving.spacing, moving.origin)
+
+
+def _log_gain_width(fixed, truth: phantom.GroundTruth, moving_box_um, illumination: float):
+    """The phantom's log illumination gain, max - min over the fixed box's corners (the gain
+    runs as 1 + a (2p - 1), p the mean relative position in the moving box)."""
+    corners = np.array(np.meshgrid(*([0, 1],) * 3, indexing="ij")).reshape(3, -1).T
+    points = np.asarray(fixed.origin) + corners * (np.asarray(fixed.shape) - 1) * fixed.spacing
+    mapped = points @ truth.affine[:3, :3].T + truth.affine[:3, 3]
+    gain = 1 + illumination * (2 * (mapped / moving_box_um).mean(axis=1) - 1)
+    return float(np.ptp(np.log(gain)))
+
+
+@pytest.mark.parametrize("illumination", [0.25, 0.0])
+def test_the_fitted_gain_is_the_illumination_gradient(illumination, tmp_path):
+    spec = phantom.another_round(phantom.preset("small"))
+    spec = dataclasses.replace(spec, moving_illumination=illumination)
+    phantom.write_pair(tmp_path, spec, ome_zarr=False)
+    fixed, moving = (open_image(tmp_path / name, "lowres") for name in ("fixed.n5", "moving.n5"))
+    truth = phantom.GroundTruth.from_json(tmp_path / "truth.json")
+    start = ransac_affine(fixed, moving, None, None, **KEYPOINTS)
+    refined, report = refine_affine(fixed, moving, start)
+    box = (np.asarray(spec.moving_shape) - 1) * np.asarray(spec.spacing)
+    expected = _log_gain_width(fixed, truth, box, illumination)  # 0.47 at 0.25
+    fitted = float(np.ptp(report["log_gain"]))  # measured 0.48-0.50 at 0.25, 0.05 at 0
+    assert abs(fitted - expected) <= 0.08, (fitted, expected)
+    # without an illumination gradient the plain NCC over the foreground never drops
+    if not illumination:
+        ncc = [foreground_ncc(fixed, moving, affine_map(m)) for m in (start, refined)]
+        assert ncc[1] >= ncc[0], ncc
 
 
 def test_a_start_half_a_voxel_off_is_brought_back_more_than_threefold(round_pair):
@@ -126,6 +172,8 @@ def test_the_api_takes_arrays_and_masks_and_checks_them(round_pair):
         affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, mask[:, :, 1:])
     with pytest.raises(MaskError, match="mov_mask .* is empty"):
         affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, None, 0 * mov)
+    with pytest.raises(TypeError, match="'sample'"):
+        affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, sample=10)
 
 
 def test_bad_masks_and_settings_get_clear_errors():
