@@ -16,9 +16,9 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 - ``phantom``: rendering and writing both volumes of the pair (N5, two levels);
 - ``read``: reading the fixed high-res volume once, block by block (the I/O floor);
 - ``global_affine`` (key points, matching, RANSAC), ``global_refine`` (its intensity
-  refinement), ``local_affine``, ``deform``, ``stitch_field``,
-  ``invert_field`` (when asked for), ``resample`` (with the final pyramid),
-  ``lowres_outputs`` (the low-res images after the affine stages) and
+  refinement; its row gives its time over ``global_affine``'s), ``local_affine``,
+  ``deform``, ``stitch_field``, ``invert_field`` (when asked for), ``resample`` (with the
+  final pyramid), ``lowres_outputs`` (the low-res images after the affine stages) and
   ``qc_accuracy`` (TRE and NCC per stage, against the known transform): the
   workflow's stages through one real Snakemake run (``--cores 2``) with the
   default config but for the key point and matching parameters (the phantom's cells are
@@ -47,6 +47,10 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   ``bigstream_core.api.ransac_affine`` (what a notebook user runs);
 - ``global_refine_api``: ``bigstream_core.api.affine_refine`` of that affine in its own
   process, with the TRE before and after (the pair's deformation is in the TRE too);
+- ``global_affine_api_round``, ``global_refine_api_round`` (smallest size only): the same
+  two on a pair of that size without deformation whose moving image shows another imaging
+  round (``phantom.another_round``: gamma 0.8, a ±25 % illumination gradient, 1.5x the
+  noise), so the TRE is the affine's alone;
 - ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups; ``_batched``: with
   ``blocks_per_job`` 2x2x2 for deform and resample): Snakemake
   planning a run of 1 (the fixed start-up cost), 1k and 10k deform blocks
@@ -113,6 +117,10 @@ import dataclasses
 from bigstream_core.phantom import preset, write_pair
 spec = dataclasses.replace(preset({size!r}), deform_amplitude_um={deform!r})
 write_pair({out!r}, spec, ome_zarr=False)
+"""
+WRITE_ROUND = """
+from bigstream_core.phantom import another_round, preset, write_pair
+write_pair({out!r}, another_round(preset({size!r})), ome_zarr=False)
 """
 READ = """
 import dask
@@ -233,12 +241,16 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     tre = {row["transform"]: row for row in accuracy}
     rows = []
-    for stage, jobs in stage_costs(results).items():  # the stages the run asked for
+    costs = stage_costs(results)
+    for stage, jobs in costs.items():  # the stages the run asked for
         extra = {"jobs": jobs["jobs"], "max_job_s": round(jobs["max_job_s"], 2)}
         if stage in ACCURACY_LABELS:
             row = tre[ACCURACY_LABELS[stage]]
             extra["accuracy"] = f"TRE {row['mean_um']:.3f} um, NCC {row['ncc_fg']:.3f}"
             extra["tre_um"] = row["mean_um"]
+        if stage == "global_refine":
+            share = jobs["s"] / costs["global_affine"]["s"]
+            extra["accuracy"] += f", {share:.2f}x the time of global_affine"
         level = voxels["lowres" if stage in LOWRES_STAGES else "highres"]
         rows.append(row_of(stage, size, level, jobs["s"], jobs["cpu_s"], jobs["peak_mb"],
                            **extra))  # fmt: skip
@@ -307,6 +319,25 @@ def scaling(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def api_rows(out: Path, size: str, voxels: int, suffix: str = "") -> list[dict]:
+    """The global affine (``global_affine_api``) and its refinement (``global_refine_api``)
+    through the Python API, each in its own process, on the pair in ``out``."""
+    api = measure(python(API.format(out=str(out), params=dict(GLOBAL_AFFINE))))
+    report = json.loads((out / "api_report.json").read_text())
+    points = report["fixed_points"] + report["moving_points"]
+    rows = [row_of(f"global_affine_api{suffix}", size, voxels, *api,
+                   accuracy=f"TRE {report['tre']['mean_um']:.3f} um",
+                   tre_um=report["tre"]["mean_um"], points_per_s=round(points / api[0]),
+                   matches_per_s=round(report["matches"] / api[0]))]  # fmt: skip
+    refine = measure(python(REFINE.format(out=str(out))))
+    report = json.loads((out / "refine_report.json").read_text())
+    before, after = report["tre"]
+    outcome = f"TRE {before:.3f} -> {after:.3f} um, {report['status']}"
+    rows.append(row_of(f"global_refine_api{suffix}", size, voxels, *refine, accuracy=outcome,
+                       tre_um=after))  # fmt: skip
+    return rows
+
+
 def run(sizes: list[str], bigstream_sizes: list[str]) -> pd.DataFrame:
     from bigstream_core.phantom import preset
 
@@ -328,19 +359,10 @@ def run(sizes: list[str], bigstream_sizes: list[str]) -> pd.DataFrame:
         rows.extend(same_block_rows(out, size))
         if largest:
             rows.extend(profile_rows(out, size))
-        api = measure(python(API.format(out=str(out), params=dict(GLOBAL_AFFINE))))
-        report = json.loads((out / "api_report.json").read_text())
-        points = report["fixed_points"] + report["moving_points"]
-        rows.append(row_of("global_affine_api", size, voxels["lowres"], *api,
-                        accuracy=f"TRE {report['tre']['mean_um']:.3f} um",
-                        tre_um=report["tre"]["mean_um"],
-                        points_per_s=round(points / api[0]),
-                        matches_per_s=round(report["matches"] / api[0])))  # fmt: skip
-        refine = measure(python(REFINE.format(out=str(out))))
-        report = json.loads((out / "refine_report.json").read_text())
-        before, after = report["tre"]
-        outcome = f"TRE {before:.3f} -> {after:.3f} um, {report['status']}"
-        rows.append(row_of("global_refine_api", size, voxels["lowres"], *refine, accuracy=outcome))
+        rows.extend(api_rows(out, size, voxels["lowres"]))
+        if size == sizes[0]:  # another imaging round's pair (no deformation)
+            measure(python(WRITE_ROUND.format(size=size, out=str(out / "round"))))
+            rows.extend(api_rows(out / "round", size, voxels["lowres"], "_round"))
         if size in bigstream_sizes:
             rows.extend(bigstream_side.bigstream_rows(out, size, voxels, measure, row_of,
                                                       KEYPOINTS, LOCAL_AFFINE))  # fmt: skip
