@@ -53,7 +53,7 @@ def test_refinement_of_ransac_is_three_times_closer_within_a_tenth_of_a_voxel(ro
     voxel = min(fixed.spacing)
     before, after = tre(start, round_pair), tre(refined, round_pair)
     assert report["status"] == "refined" and report["metric_after"] > report["metric_before"]
-    # measured 3.9-4.7x (RANSAC 0.054-0.084 µm -> 0.014-0.018 µm; voxel 1.68 µm)
+    # measured 4.0-5.9x (RANSAC 0.054-0.084 µm -> 0.012-0.014 µm; voxel 1.68 µm)
     assert after <= 0.1 * voxel and after <= before / 3, (before, after)
     # NCC over the foreground, with the phantom's known illumination divided out: the
     # gradient biases the plain NCC's optimum (on seed 2 the plain NCC of the truth is
@@ -62,7 +62,7 @@ def test_refinement_of_ransac_is_three_times_closer_within_a_tenth_of_a_voxel(ro
     flat = _illumination_removed(moving)
     ncc = [foreground_ncc(fixed, flat, affine_map(m)) for m in (start, refined)]
     assert ncc[1] >= ncc[0], ncc
-    # without the gain the illumination gradient pulls the optimum off (measured 1.7-2x)
+    # without the gain the illumination gradient pulls the optimum off (measured 1.7-1.9x)
     plain, _ = refine_affine(fixed, moving, start, RefineParams(fit_gain=False))
     assert tre(plain, round_pair) > 1.3 * after, (tre(plain, round_pair), after)
 
