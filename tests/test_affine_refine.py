@@ -21,7 +21,13 @@ from bigstream_core.affine_refine import RefineError, RefineParams, refine_affin
 from bigstream_core.api import affine_refine, ransac_affine
 from bigstream_core.config import ConfigError, checked_config
 from bigstream_core.io import array_image, open_image
-from bigstream_core.masks import MaskError, check_mask, foreground_mask, level_factors
+from bigstream_core.masks import (
+    MaskError,
+    check_mask,
+    config_mask,
+    foreground_mask,
+    level_factors,
+)
 from bigstream_core.transforms import affine_map, read_affine
 from tests.conftest import demo_config, pair_config, run_snakemake
 from tests.test_config import SCHEMA_PATH, merged
@@ -220,6 +226,14 @@ def test_a_mask_that_is_no_level_of_the_image_stops_the_run_before_any_job(tiny_
     config["fixed"]["mask"] = {"path": str(tmp_path / "mask.zarr")}
     with pytest.raises(ConfigError, match=r"`fixed.mask` \(path .*mask.zarr.*shape \(24, 40, 30\)"):
         checked_config(config, SCHEMA_PATH)
+
+
+def test_an_empty_mask_file_is_refused_with_its_path(tiny_pair, tmp_path):
+    levels = {level: open_image(tiny_pair / "fixed.n5", level) for level in ("highres", "lowres")}
+    _write_mask(tmp_path / "mask.zarr", np.zeros(levels["lowres"].shape, np.uint8))
+    entry = {"path": str(tmp_path / "mask.zarr"), "dataset": None}
+    with pytest.raises(MaskError, match=r"fixed.mask \(.*mask.zarr.*is empty"):
+        config_mask({"mask": entry}, levels, {}, "fixed")
 
 
 @pytest.mark.slow
