@@ -40,13 +40,14 @@ RULE_BENCHMARKS = {
     "deform_block": [("deform", "deform_block/*.tsv")],
     "stitch_field": [("transform", "stitch_field/*.tsv")],
     "invert_field": [("transform", "invert_field/*.tsv")],
-    "resample_block": [("aligned", "resample_block/aligned/*.tsv")],
-    "finalize_aligned": [("aligned", "finalize_aligned/aligned.tsv")],
+    "resample_block": [("{aligned}", "resample_block/{aligned}/*.tsv")],
+    "finalize_aligned": [("{aligned}", "finalize_aligned/{aligned}.tsv")],
     "evaluate_accuracy": [(None, "evaluate_accuracy.tsv")],
     "qc_report": [(None, "qc_report.tsv")],
 }  # fmt: skip
 """Rule -> (result path prefix its jobs make, or None for the run's own QC; the glob of
-its benchmark files under ``benchmarks/``), per image or product where they differ."""
+its benchmark files under ``benchmarks/``), per image or product where they differ;
+``{aligned}`` stands for each aligned product (``aligned``, ``aligned_<channel>``)."""
 
 
 def rule_benchmarks(folder: str | Path, rule: str, reuse: dict[str, str] | None = None) -> list:
@@ -55,9 +56,20 @@ def rule_benchmarks(folder: str | Path, rule: str, reuse: dict[str, str] | None 
     reuse = reuse or {}
     files = []
     for prefix, pattern in RULE_BENCHMARKS[rule]:
-        root = Path(reuse.get(prefix, folder)) if prefix else Path(folder)
-        files += sorted((root / "benchmarks").glob(pattern))
+        for name in _products(folder, reuse) if "{aligned}" in pattern else [""]:
+            where = prefix and prefix.format(aligned=name)
+            root = Path(reuse.get(where, folder)) if where else Path(folder)
+            files += sorted((root / "benchmarks").glob(pattern.format(aligned=name)))
     return files
+
+
+def _products(folder: str | Path, reuse: dict[str, str]) -> list[str]:
+    """The run's aligned products: ``aligned`` and each channel's ``aligned_<name>``, those
+    resampled here (a folder of resample benchmarks) and those reused from another set."""
+    here = Path(folder) / "benchmarks" / "resample_block"
+    made = {path.name for path in here.glob("aligned*") if path.is_dir()}
+    reused = {prefix for prefix in reuse if prefix.startswith("aligned") and "." not in prefix}
+    return sorted(made | reused | {"aligned"})
 
 
 def stage_costs(

@@ -228,6 +228,13 @@ def test_two_rounds_with_two_channels_each(tmp_path):
         assert np.abs(channel - 2 * registration).max() <= 1  # the same transform, voxel for voxel
         assert json.loads((folder / "aligned_x2" / "complete.json").read_text())["blocks"]
         aligned[name] = registration
+        # the summary's resample cost counts both channels' jobs
+        jobs = [path for product in ("aligned", "aligned_x2") for path in
+                [*(folder / "benchmarks" / "resample_block" / product).glob("*.tsv"),
+                 folder / "benchmarks" / "finalize_aligned" / f"{product}.tsv"]]  # fmt: skip
+        seconds = sum(pd.read_csv(path, sep="\t")["s"].sum() for path in jobs)
+        row = summary.set_index("round").loc[name]
+        assert len(jobs) >= 4 and row["resample_s"] == pytest.approx(seconds, abs=0.01)
     # the rounds' own transforms: both land on the fixed image, by different routes
     assert not (out / "rounds" / "r2" / "benchmarks" / "detect_keypoints" / "fixed").exists()
     assert (out / "rounds" / "r2" / "benchmarks" / "detect_keypoints" / "moving").exists()
