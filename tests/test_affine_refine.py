@@ -17,7 +17,12 @@ import zarr
 
 from bigstream_core import phantom
 from bigstream_core.accuracy import evaluate, foreground_ncc
-from bigstream_core.affine_refine import RefineError, RefineParams, refine_affine
+from bigstream_core.affine_refine import (
+    RefineError,
+    RefineParams,
+    _contrast_draw,
+    refine_affine,
+)
 from bigstream_core.api import affine_refine, ransac_affine
 from bigstream_core.config import ConfigError, checked_config
 from bigstream_core.io import array_image, open_image
@@ -196,6 +201,18 @@ def test_bad_masks_and_settings_get_clear_errors():
         RefineParams(shrink_factors=(2, 1), smooth_sigmas=(1.0,))
     with pytest.raises(ValueError, match="metric 'mi'"):
         RefineParams(metric="mi")
+
+
+def test_cubes_are_drawn_by_contrast_and_flat_ones_last():
+    """400 cubes of 10 voxels: contrast 0 (flat), 1 and 10, drawn until 1000 voxels are in."""
+    regions = np.repeat(np.arange(400), 10)
+    contrast = np.repeat([0.0, 1.0, 10.0], [100, 150, 150])
+    mean = np.full(400, 50.0)
+    moments = np.stack([10 * mean, 10 * (contrast**2 + mean**2)])
+    drawn = _contrast_draw(regions, moments, 1000, np.random.default_rng(0))
+    counts = [int(drawn[contrast == level].sum()) for level in (0.0, 1.0, 10.0)]
+    # 100 cubes of the 300 with contrast: about 10 of contrast 1 for 90 of contrast 10
+    assert counts[0] == 0 and sum(counts) in (100, 101) and counts[2] > 4 * counts[1], counts
 
 
 def test_refinement_without_usable_samples_says_so():
