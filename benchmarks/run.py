@@ -101,7 +101,7 @@ WORK = RESULTS / "work"
 
 # Key point parameters for the phantom's cells on the low-res level (radii 1-5 voxels).
 KEYPOINTS = {"min_radius": 1.5, "max_radius": 5, "match_threshold": 0.7}
-GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000, "blocksize": [128, 128, 128]}
+GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000}  # key-point tiles: auto
 LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [64, 128, 128], "overlap": 0.25,
                 "min_matches": 12}  # fmt: skip
 # High-res blocks of 128 x 256 x 256 voxels: a whole block fits even the smallest size's
@@ -117,6 +117,14 @@ import dataclasses
 from bigstream_core.phantom import preset, write_pair
 spec = dataclasses.replace(preset({size!r}), deform_amplitude_um={deform!r})
 write_pair({out!r}, spec, ome_zarr=False)
+"""
+# The bigstream tutorial's key-point parameters, on a dense pair whose cells have those radii
+# on the low-res level (12-40 high-res voxels): the radii set the cost of both tools.
+TUTORIAL_KEYPOINTS = {"min_radius": 6, "max_radius": 20, "cc_radius": 12, "nspots": 5000,
+                      "match_threshold": 0.75}  # fmt: skip
+WRITE_TUTORIAL = """
+from bigstream_core.phantom import dense, preset, write_pair
+write_pair({out!r}, dense(preset({size!r}), (12.0, 40.0)), ome_zarr=False)
 """
 WRITE_ROUND = """
 from bigstream_core.phantom import another_round, preset, write_pair
@@ -153,7 +161,6 @@ from bigstream_core.phantom import GroundTruth
 from bigstream_core.transforms import affine_map
 fixed, moving = (open_image({out!r} + f"/{{n}}.n5", "lowres") for n in ("fixed", "moving"))
 params = {params!r}
-params.pop("blocksize")
 affine, report = ransac_affine(fixed, moving, None, None, **params, return_report=True)
 report["tre"] = evaluate(affine_map(affine), GroundTruth.from_json({out!r} + "/truth.json"),
                          fixed, moving)
@@ -207,16 +214,16 @@ ACCURACY_LABELS = {
 }
 
 
-def run_workflow(work: Path, config: dict) -> tuple[float, float]:
-    """One real Snakemake run of ``config`` (into a fresh ``output_dir``) on 2 cores:
-    wall s and CPU s of the whole run."""
+def run_workflow(work: Path, config: dict, *targets: str) -> tuple[float, float]:
+    """One real Snakemake run of ``config`` (into a fresh ``output_dir``) on 2 cores, of
+    everything or of ``targets``: wall s and CPU s of the whole run."""
     shutil.rmtree(config["output_dir"], ignore_errors=True)  # no job files of an earlier run
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "snakemake", "--snakefile",
                str(ROOT / "workflow" / "Snakefile"), "--directory", str(work), "--profile",
                str(ROOT / "profiles" / "local"), "--cores", "2", "--forceall", "--quiet",
-               "--configfile", str(work / "config.yaml")]  # fmt: skip
+               "--configfile", str(work / "config.yaml"), *targets]  # fmt: skip
     wall, cpu, _ = measure(command)
     return wall, cpu
 
@@ -270,6 +277,30 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool
         rows.append(row_of("whole_workflow_no_truth", size, voxels["highres"],
                            *run_workflow(work, chain), float("nan")))  # fmt: skip
     return rows
+
+
+def global_stage_row(out: Path, size: str, voxels: int, keypoints: dict, suffix: str = ""):
+    """Our global stage as a user's run makes it: Snakemake from nothing to the refined
+    ``global/affine.txt`` (plan, key points, matching, RANSAC, refinement; the DAG and every
+    job's start-up included) on 2 cores, with ``keypoints`` for ``global_affine``; the TRE
+    of that affine over the fixed foreground (the pair's deformation is in it too)."""
+    from bigstream_core.accuracy import evaluate
+    from bigstream_core.io import open_image
+    from bigstream_core.phantom import GroundTruth
+    from bigstream_core.transforms import affine_map, read_affine
+
+    work = out / f"global_stage{suffix}"
+    results = work / "results"
+    config = {"fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
+              "output_dir": str(results), "global_affine": keypoints}  # fmt: skip
+    wall, cpu = run_workflow(work, config, str(results / "global" / "affine.txt"))
+    images = [open_image(out / f"{role}.n5", "lowres") for role in ("fixed", "moving")]
+    truth = GroundTruth.from_json(out / "truth.json")
+    affine = read_affine(results / "global" / "affine.txt")
+    tre = evaluate(affine_map(affine), truth, *images)["mean_um"]
+    peak = max(jobs["peak_mb"] for jobs in stage_costs(results).values())
+    note = f"TRE {tre:.3f} um; the run's wall time, its largest job's memory"
+    return row_of(f"global_stage{suffix}", size, voxels, wall, cpu, peak, tre_um=tre, accuracy=note)
 
 
 def profile_rows(out: Path, size: str) -> list[dict]:
@@ -359,13 +390,21 @@ def run(sizes: list[str], bigstream_sizes: list[str]) -> pd.DataFrame:
         rows.extend(same_block_rows(out, size))
         if largest:
             rows.extend(profile_rows(out, size))
+        rows.append(global_stage_row(out, size, voxels["lowres"], GLOBAL_AFFINE))
         rows.extend(api_rows(out, size, voxels["lowres"]))
         if size == sizes[0]:  # another imaging round's pair (no deformation)
             measure(python(WRITE_ROUND.format(size=size, out=str(out / "round"))))
             rows.extend(api_rows(out / "round", size, voxels["lowres"], "_round"))
         if size in bigstream_sizes:
             rows.extend(bigstream_side.bigstream_rows(out, size, voxels, measure, row_of,
-                                                      KEYPOINTS, LOCAL_AFFINE))  # fmt: skip
+                                                      GLOBAL_AFFINE, LOCAL_AFFINE))  # fmt: skip
+            tutorial = out / "tutorial"
+            measure(python(WRITE_TUTORIAL.format(size=size, out=str(tutorial))))
+            rows.append(global_stage_row(tutorial, size, voxels["lowres"], TUTORIAL_KEYPOINTS,
+                                         "_tutorial"))  # fmt: skip
+            rows.extend(bigstream_side.bigstream_rows(tutorial, size, voxels, measure, row_of,
+                                                      TUTORIAL_KEYPOINTS, LOCAL_AFFINE,
+                                                      ("ransac",), "_tutorial"))  # fmt: skip
         print(pd.DataFrame(rows).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 

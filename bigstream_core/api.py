@@ -43,7 +43,12 @@ from bigstream_core.displacement import (
     open_field,
     stitch_region,
 )
-from bigstream_core.global_affine import fit_global_affine, image_keypoints, match_images
+from bigstream_core.global_affine import (
+    fit_global_affine,
+    image_keypoints,
+    match_images,
+    strongest,
+)
 from bigstream_core.io import Image, array_image, write_ome_zarr
 from bigstream_core.local_affine import fit_tile, settle_tiles
 from bigstream_core.masks import check_mask
@@ -71,7 +76,7 @@ def ransac_affine(
     nspots: int = 5000,
     align_threshold: float = 2.0,
     num_sigma_max: int = 10,
-    blocksize=(256, 256, 256),
+    blocksize="auto",
     seed: int = 0,
     return_report: bool = False,
 ):
@@ -81,8 +86,9 @@ def ransac_affine(
     (ignored for Images, which carry their own). Radii and ``cc_radius`` in
     voxels; ``align_threshold`` in µm. With ``return_report=True`` returns
     ``(affine, report)`` with the point, match and inlier counts and timings.
-    Key points are found in tiles of ``blocksize`` voxels, one thread per core;
-    memory grows with the tile (about 30 bytes per voxel per thread), not the image.
+    Key points are found in tiles of ``blocksize`` voxels (``"auto"``: sized from the
+    image and the radii, at most 48 M voxels read per tile), one thread per core;
+    memory grows with the tile, not the image.
     Raises :class:`bigstream_core.global_affine.GlobalAffineError` with the
     counts when too few points or matches are found, or the fit is degenerate.
 
@@ -93,7 +99,10 @@ def ransac_affine(
         raise ValueError(f"nspots = {nspots}: expected at least 1 key point per image")
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
     points = [
-        image_keypoints(image, min_radius, max_radius, num_sigma_max, nspots, cc_radius, blocksize)
+        strongest(
+            [image_keypoints(image, min_radius, max_radius, num_sigma_max, cc_radius, blocksize)],
+            nspots,
+        )
         for image in (fixed, moving)
     ]
     matches, report = match_images(
@@ -196,21 +205,29 @@ def tiled_ransac_affine(
     neighbours by more than ``outlier_tolerance`` µm hold the average of their
     neighbours. With ``return_report=True`` also a table, one row per tile.
 
+    Key points are detected once per image, as the workflow's global stage does, and each
+    tile matches its ``nspots`` strongest of them.
+
     Example: ``tiled_ransac_affine(fix, mov, sp, sp, 6, 20, 0.75, (64, 128, 128),
     global_affine=affine)``.
     """
     fixed, moving = as_image(fix, fix_spacing), as_image(mov, mov_spacing)
     global_affine = np.eye(4) if global_affine is None else np.asarray(global_affine, float)
     params = {
-        "min_radius": min_radius, "max_radius": max_radius, "num_sigma_max": num_sigma_max,
         "nspots": nspots, "cc_radius": cc_radius, "match_threshold": match_threshold,
         "align_threshold": align_threshold, "search_radius": search_radius,
         "min_matches": min_matches,
     }  # fmt: skip
+    keypoints = tuple(
+        image_keypoints(image, min_radius, max_radius, num_sigma_max, cc_radius)
+        for image in (fixed, moving)
+    )
     tiles = tile_grid(fixed.shape, blocksize, overlap_voxels(blocksize, overlap))
     results, rows = {}, []
     for tile in tiles:
-        results[tile.id], row = fit_tile(fixed, moving, global_affine, tile, params, seed)
+        results[tile.id], row = fit_tile(
+            fixed, moving, global_affine, tile, keypoints, params, seed
+        )
         rows.append(row)
     affines, report = settle_tiles(results, pd.DataFrame(rows), tiles, fixed, outlier_tolerance)
     return (affines, report) if return_report else affines

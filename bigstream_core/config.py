@@ -28,7 +28,15 @@ if TYPE_CHECKING:
 
 IMAGE_ROLES = ("fixed", "moving")
 LEVELS = ("lowres", "highres")
-KEYPOINT_STAGES = ("global_affine", "local_affine")
+REFINE_STAGES = ("global_affine", "local_affine")
+RETIRED_KEYS = {
+    f"local_affine.{key}": (
+        "the local stage no longer detects key points: it takes each tile's from the global "
+        f"stage's tables, so set `global_affine.{key}` instead"
+    )
+    for key in ("min_radius", "max_radius", "num_sigma_max")
+}
+"""Keys of earlier versions -> what to do instead (a clearer message than 'unknown key')."""
 
 
 class ConfigError(ValueError):
@@ -78,20 +86,32 @@ def _describe(error: jsonschema.ValidationError) -> str:
         "minItems": f"a list of at least {error.validator_value} items",
         "maxItems": f"a list of at most {error.validator_value} items",
         "minLength": "a non-empty string",
+        "oneOf": error.schema.get("description", error.message),
     }.get(error.validator, error.message)
     return f"`{key}` = {error.instance!r}: expected {expected}"
 
 
+def _retired_keys(config: dict[str, Any]) -> list[str]:
+    """One line per key of an earlier version that the config still sets."""
+    problems = []
+    for dotted, advice in RETIRED_KEYS.items():
+        section, key = dotted.split(".")
+        if key in (config.get(section) or {}):
+            problems.append(f"`{dotted}` is no longer a setting: {advice}")
+    return problems
+
+
 def _cross_field_problems(config: dict[str, Any]) -> list[str]:
     problems = []
-    for stage in KEYPOINT_STAGES:
-        block = config[stage]
-        if block["min_radius"] > block["max_radius"]:
-            problems.append(
-                f"`{stage}.min_radius` = {block['min_radius']} is larger than "
-                f"`{stage}.max_radius` = {block['max_radius']}: expected min_radius <= max_radius"
-            )
-        refine = block["refine"]
+    keypoints = config["global_affine"]
+    if keypoints["min_radius"] > keypoints["max_radius"]:
+        problems.append(
+            f"`global_affine.min_radius` = {keypoints['min_radius']} is larger than "
+            f"`global_affine.max_radius` = {keypoints['max_radius']}: expected min_radius <= "
+            "max_radius"
+        )
+    for stage in REFINE_STAGES:
+        refine = config[stage]["refine"]
         if len(refine["shrink_factors"]) != len(refine["smooth_sigmas"]):
             problems.append(
                 f"`{stage}.refine.shrink_factors` {refine['shrink_factors']} and "
@@ -131,6 +151,9 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """
     import jsonschema  # here: jobs that only open the images never validate
 
+    problems = _retired_keys(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     problems = [_describe(error) for error in errors]

@@ -18,10 +18,9 @@ import pandas as pd
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
 from bigstream_core.io import Image
-from bigstream_core.keypoints import COLUMNS, keypoint_halo, tile_keypoints
+from bigstream_core.keypoints import COLUMNS, keypoint_grid, tile_keypoints
 from bigstream_core.matching import match_points
 from bigstream_core.neighbourhoods import extract
-from bigstream_core.tiling import tile_grid
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +37,27 @@ def image_keypoints(
     min_radius: float,
     max_radius: float,
     num_sigma_max: int,
-    nspots: int,
     cc_radius: int,
-    blocksize=(128, 128, 128),
+    blocksize="auto",
 ) -> pd.DataFrame:
-    """All key points of ``image``, tile by tile, strongest ``nspots`` kept (µm).
+    """Every key point of ``image`` above its tiles' noise, tile by tile, strongest first (µm).
 
-    Tiles run in a thread pool (scipy.ndimage releases the GIL), one per core.
+    ``blocksize``: voxels (z, y, x) per tile, or ``"auto"``
+    (:func:`bigstream_core.keypoints.auto_blocksize`). Tiles run in a thread pool
+    (scipy.ndimage releases the GIL), one per core.
     """
-    halo = (keypoint_halo(max_radius),) * 3
 
     def detect(tile):
-        return tile_keypoints(image, tile, min_radius, max_radius, num_sigma_max, nspots, cc_radius)
+        return tile_keypoints(image, tile, min_radius, max_radius, num_sigma_max, cc_radius)
 
+    tiles = keypoint_grid(image.shape, blocksize, min_radius, max_radius)
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        tables = list(pool.map(detect, tile_grid(image.shape, blocksize, halo)))
-    return strongest(tables, nspots)
+        tables = list(pool.map(detect, tiles))
+    return strongest(tables)
 
 
-def strongest(tables: list[pd.DataFrame], nspots: int) -> pd.DataFrame:
-    """Tiles' key point tables merged, strongest first, at most ``nspots`` rows."""
+def strongest(tables: list[pd.DataFrame], nspots: int | None = None) -> pd.DataFrame:
+    """Tiles' key point tables merged, strongest first, at most ``nspots`` rows (all: None)."""
     merged = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     merged = merged.sort_values("response", ascending=False, kind="stable")
     return merged.head(nspots).reset_index(drop=True)

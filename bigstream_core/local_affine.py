@@ -22,7 +22,7 @@ from scipy import ndimage
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
 from bigstream_core.affine_refine import RefineError, RefineParams, refine_affine
 from bigstream_core.io import Image, array_image
-from bigstream_core.keypoints import COLUMNS, tile_keypoints
+from bigstream_core.keypoints import COLUMNS
 from bigstream_core.matching import match_near
 from bigstream_core.neighbourhoods import extract
 from bigstream_core.resample import resample_block
@@ -52,6 +52,7 @@ def fit_tile(
     moving: Image,
     global_affine: np.ndarray,
     tile: Tile,
+    keypoints: tuple[pd.DataFrame, pd.DataFrame],
     params: dict,
     seed: int = 0,
     masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
@@ -59,15 +60,20 @@ def fit_tile(
 ) -> tuple[np.ndarray | None, dict]:
     """The affine of one low-res tile, or None with the reason in the report row.
 
-    Reads the fixed tile (its halo) and only the region of the moving image
-    that the global affine maps onto it; ``params`` holds the ``local_affine``
-    config block (radii in voxels, ``align_threshold`` and ``search_radius``
-    in µm, ``min_matches``, ``refine``). ``masks``: the fixed and moving
-    foreground on their images' grids (or None); a tile whose core has less
-    than ``min_foreground`` (a fraction) of fixed foreground is skipped, and key
-    points outside the masks are dropped. With ``params["refine"]["enabled"]``
-    the RANSAC affine is refined by intensities (:mod:`bigstream_core.affine_refine`)
-    and kept unless the metric improves.
+    ``keypoints``: the global stage's key point tables (:data:`COLUMNS`) of the fixed
+    image (µm, fixed space) and of the moving image (µm, moving space), at least those
+    near the tile: no blob is detected again here. The moving points are carried into
+    fixed space by the inverse of ``global_affine``; each image's ``nspots`` strongest
+    inside the tile's halo, where both images have data far enough from the edge for a
+    whole correlation neighbourhood, are matched. The fixed tile (its halo) is read, and
+    only the region of the moving image that the global affine maps onto it. ``params``
+    holds the ``local_affine`` config block (``align_threshold`` and ``search_radius``
+    in µm, ``cc_radius`` in voxels, ``min_matches``, ``nspots``, ``refine``). ``masks``:
+    the fixed and moving foreground on their images' grids (or None); a tile whose core
+    has less than ``min_foreground`` (a fraction) of fixed foreground is skipped. With
+    ``params["refine"]["enabled"]`` the RANSAC affine is refined by intensities
+    (:mod:`bigstream_core.affine_refine`) inside the masks and kept unless the metric
+    improves.
     """
     row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id, "refine": "off"}
     fixed_mask, moving_mask = masks
@@ -82,21 +88,19 @@ def fit_tile(
         moving, affine_map(global_affine), region, fixed.spacing, fixed.origin, return_inside=True
     )
     moving_tile = _region_image(warped, fixed, region)
-    tile_masks = [None if fixed_mask is None else np.asarray(fixed_mask[region]) != 0, inside]
-    if moving_mask is not None:
-        mask_image = array_image(moving_mask, moving.spacing, moving.origin)
-        tile_masks[1] = inside & resample_block(
-            mask_image, affine_map(global_affine), region, fixed.spacing, fixed.origin, order=0
-        ).astype(bool)
     # where both images have data, far enough from its edge for a whole neighbourhood
     usable = ndimage.minimum_filter(inside, size=2 * params["cc_radius"] + 1, mode="constant")
+    fixed_table, moving_table = keypoints
+    moving_in_fixed = apply_affine(
+        np.linalg.inv(global_affine), moving_table[COLUMNS[:3]].to_numpy()
+    )
     points = [
-        tile_keypoints(
-            image, _whole(image.shape), params["min_radius"], params["max_radius"],
-            params["num_sigma_max"], params["nspots"], params["cc_radius"], usable, mask,
-        )[COLUMNS[:3]].to_numpy()
-        for image, mask in zip((fixed_tile, moving_tile), tile_masks, strict=True)
-    ]  # fmt: skip
+        _strongest_usable(position, table["response"], fixed_tile, usable, params["nspots"])
+        for position, table in (
+            (fixed_table[COLUMNS[:3]].to_numpy(), fixed_table),
+            (moving_in_fixed, moving_table),
+        )
+    ]
     row["fixed_points"], row["moving_points"] = len(points[0]), len(points[1])
     need = params["min_matches"]
     if min(len(points[0]), len(points[1])) < need:
@@ -123,8 +127,48 @@ def fit_tile(
         np.median(residuals(matrix, fixed_um[inliers], moving_um[inliers]))
     )
     if (params.get("refine") or {}).get("enabled"):
+        tile_masks = [None if fixed_mask is None else np.asarray(fixed_mask[region]) != 0, inside]
+        if moving_mask is not None:
+            mask_image = array_image(moving_mask, moving.spacing, moving.origin)
+            tile_masks[1] = inside & resample_block(
+                mask_image, affine_map(global_affine), region, fixed.spacing, fixed.origin, order=0
+            ).astype(bool)
         matrix, row["refine"] = _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed)
     return matrix, row | {"status": "ok"}
+
+
+def _strongest_usable(
+    points_um: np.ndarray, response, region: Image, usable: np.ndarray, nspots: int
+) -> np.ndarray:
+    """The ``nspots`` strongest of ``points_um`` (µm, z y x, in ``region``'s space) whose
+    nearest voxel of ``region`` is ``usable``, strongest first."""
+    voxel = np.rint((points_um - np.asarray(region.origin)) / np.asarray(region.spacing))
+    keep = np.all((voxel >= 0) & (voxel < np.array(region.shape)), axis=1)
+    keep[keep] = usable[tuple(voxel[keep].astype(int).T)]
+    order = np.argsort(-np.asarray(response, dtype=float)[keep], kind="stable")[:nspots]
+    return points_um[keep][order]
+
+
+def keypoint_regions(
+    tile: Tile, fixed: Image, moving: Image, global_affine: np.ndarray, margin_um: float
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Voxel boxes ``[low, high)`` of each image's low-res level (``"fixed"``, ``"moving"``)
+    whose key points :func:`fit_tile` may use for ``tile``: its halo, and where the global
+    affine maps the halo in the moving image, each grown by ``margin_um``."""
+    low = np.array([start for start, _ in tile.halo], dtype=float)
+    high = np.array([stop for _, stop in tile.halo], dtype=float) - 1
+    corners = np.array(list(itertools.product(*zip(low, high, strict=True))))
+    corners_um = np.asarray(fixed.origin) + corners * np.asarray(fixed.spacing)
+    regions = {}
+    for role, image, points in (
+        ("fixed", fixed, corners_um),
+        ("moving", moving, apply_affine(global_affine, corners_um)),
+    ):
+        spacing, origin = np.asarray(image.spacing), np.asarray(image.origin)
+        first = np.floor((points.min(axis=0) - margin_um - origin) / spacing)
+        last = np.ceil((points.max(axis=0) + margin_um - origin) / spacing)
+        regions[role] = (first.astype(int), last.astype(int) + 1)
+    return regions
 
 
 def _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed):

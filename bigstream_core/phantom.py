@@ -11,13 +11,17 @@ space, so that ``aligned(x) = moving(T(x))`` reproduces ``fixed(x)``.
 The fixed image is an analytic function ``F`` of the physical position: a soft "tissue" region
 (a lumpy ellipsoid that leaves dark background around it), a smooth texture inside it, and
 Gaussian "cells" ``b exp(-r^2 / (2 s^2))`` with ``s = radius / sqrt(3)`` (the LoG convention).
-The moving image is ``F(T^-1(y))``, evaluated exactly at each moving voxel, with no
-interpolation. Per-voxel Gaussian noise comes from a hash of (seed, image, voxel index), so a
-voxel's value depends only on the spec, never on the block grid or the scheduler.
+Optionally (`dense` turns a preset into the look of real light-sheet data): the tissue fills
+the whole box and beyond, some cells are rings (a bright rim around a darker centre), thin
+fibres (Gaussian tubes along gently bent paths) run between them, and the whole scene is
+multiplied by stripes constant along one axis (light-sheet shadows). The moving image is
+``F(T^-1(y))``, evaluated exactly at each moving voxel, with no interpolation. Per-voxel
+Gaussian noise comes from a hash of (seed, image, voxel index), so a voxel's value depends only
+on the spec, never on the block grid or the scheduler.
 
-Both images are dask arrays rendered block by block: a block evaluates only the cells whose
-footprint reaches it (found with a k-d tree), each inside its own bounding box, so memory per
-task is bounded by the block size whatever the volume size.
+Both images are dask arrays rendered block by block: a block evaluates only the cells and fibre
+segments whose footprint reaches it (found with k-d trees), each inside its own bounding box, so
+memory per task is bounded by the block size whatever the volume size.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import os
@@ -40,12 +45,16 @@ from bigstream_core.io import write_n5, write_ome_zarr
 
 __all__ = [
     "CONVENTION",
+    "DENSE_RADIUS_VOX",
     "Cells",
     "Deformation",
+    "Fibres",
     "another_round",
+    "dense",
     "GroundTruth",
     "PhantomSpec",
     "make_cells",
+    "make_fibres",
     "make_pair",
     "make_truth",
     "preset",
@@ -65,8 +74,12 @@ _CUTOFF_LEVEL = math.exp(-0.5 * CUTOFF_SIGMAS**2)
 _TISSUE_ROUGHNESS = 0.08  # summed relative amplitude of the tissue boundary's lumps
 _WAVES = 4  # plane waves in the texture and in the tissue boundary
 _SIZES = {"S": 1, "2S": 2, "4S": 4, "8S": 8, "64S": 64, "512S": 512}  # times S's voxels
-_STREAM = {"cells": 1, "texture": 2, "tissue": 3, "deformation": 4}  # independent rng streams
+_STREAM = {"cells": 1, "texture": 2, "tissue": 3, "deformation": 4, "stripes": 5, "fibres": 6}
+_STRIPE_WAVES = 4  # plane waves in the stripes
+_FIBRE_SEGMENTS = 8  # straight segments per fibre
+_FIBRE_BEND = 0.3  # a fibre's direction changes by about this many radians per segment
 _IMAGE_KEY = {"fixed": 1, "moving": 2}  # noise streams of the two images
+_CORNERS = np.array(list(itertools.product((-1.0, 1.0), repeat=3)))  # (8, 3): [-1, 1]^3's
 
 Coords = tuple[np.ndarray, np.ndarray, np.ndarray]
 """Three broadcastable arrays of z, y, x positions (µm)."""
@@ -278,17 +291,43 @@ class PhantomSpec:
         tissue_extent: tissue ellipsoid diameters as fractions of the fixed box's extent (the
             boundary is lumpy by about ±8 %); outside it the image is dark background.
         tissue_edge_um: width of the tissue's soft edge, µm.
+        tissue_fills_box: True: tissue everywhere (no ellipsoid, no background; the two fields
+            above are unused), with cells and fibres drawn over the fixed box and everything the
+            moving box sees, grown by a cell's or a fibre's reach, so that the boxes' faces cut
+            them like any other plane.
 
     Content:
         seed: everything random (cells, texture, tissue lumps, deformation, noise) derives from it.
         cell_density: cells per 1000 µm^3 of tissue.
         radius_range_vox: cell radii, voxels (log-uniform); within this range along every axis.
         brightness_range: cell peak intensity above the background, counts (uniform).
+        cell_profile_power: ``p`` of a (non-ring) cell's profile ``b exp(-(r^2 / (2 s^2))^p)``
+            (1: Gaussian; above 1: a flatter top and a sharper edge at about the same radius).
+        brightness_log_uniform: True: cell peaks log-uniform in `brightness_range` instead (many
+            dim cells, few bright ones).
+        ring_fraction: share of the cells that are rings (drawn per cell): the profile
+            ``b exp(-(r - r0)^2 / (2 w^2))`` of a bright rim around a darker centre.
+        ring_radius: the rim's radius ``r0`` as a fraction of the cell's radius.
+        ring_width: the rim's Gaussian sigma ``w`` as a fraction of the cell's radius.
+        fibre_density: fibres per 1000 µm^3 (0: none). A fibre is a tube of Gaussian cross-section
+            along a gently bent path of 8 straight segments; where fibres cross, the brighter
+            one shows (the fibres' maximum is added to the scene).
+        fibre_width_um: sigma of a fibre's Gaussian cross-section, µm.
+        fibre_length_um: length of a fibre's path, µm.
+        fibre_brightness_range: a fibre's peak intensity above the background, counts (uniform).
+        fibre_z_weight: weight of z in the fibres' random directions and bends (1: isotropic;
+            below 1 the fibres lie closer to y-x planes, where z planes show them as lines).
         background_level: intensity outside the tissue, counts.
         tissue_level: mean intensity of the tissue between cells, counts.
         texture_amplitude: peak amplitude of the tissue's smooth texture, counts.
         texture_scale_um: texture wavelengths lie in [1, 3] x this, µm.
         noise_sigma: per-voxel Gaussian noise, counts (independent in the two images).
+        stripe_amplitude: bound on the relative gain change of the stripes (0: none): the scene
+            (tissue, cells, fibres) is multiplied by ``1 + s(x)``, ``|s| <= stripe_amplitude``,
+            ``s`` a sum of plane waves constant along `stripe_axis`, as light-sheet shadows are.
+            The stripes belong to the scene: the moving image shows them through ``T``.
+        stripe_period_um: the stripes' wavelengths lie in [0.5, 1.5] x this, µm.
+        stripe_axis: the axis along which the stripes are constant (0 z, 1 y, 2 x).
 
     Another imaging round (the moving image only; the defaults leave it as the fixed one's):
         moving_gamma: the moving counts ``v`` become ``b (v / b)^gamma``, ``b`` the background
@@ -318,15 +357,29 @@ class PhantomSpec:
     spacing: tuple[float, float, float] = (0.84, 0.92, 0.92)
     tissue_extent: tuple[float, float, float] = (0.8, 0.76, 0.76)
     tissue_edge_um: float = 3.0
+    tissue_fills_box: bool = False
     seed: int = 0
     cell_density: float = 0.5
     radius_range_vox: tuple[float, float] = (2.0, 10.0)
     brightness_range: tuple[float, float] = (600.0, 3000.0)
+    cell_profile_power: float = 1.0
+    brightness_log_uniform: bool = False
+    ring_fraction: float = 0.0
+    ring_radius: float = 0.7
+    ring_width: float = 0.2
+    fibre_density: float = 0.0
+    fibre_width_um: float = 1.0
+    fibre_length_um: float = 100.0
+    fibre_brightness_range: tuple[float, float] = (100.0, 300.0)
+    fibre_z_weight: float = 1.0
     background_level: float = 100.0
     tissue_level: float = 220.0
     texture_amplitude: float = 60.0
     texture_scale_um: float = 15.0
     noise_sigma: float = 10.0
+    stripe_amplitude: float = 0.0
+    stripe_period_um: float = 25.0
+    stripe_axis: int = 2
     moving_gamma: float = 1.0
     moving_illumination: float = 0.0
     moving_noise_sigma: float | None = None
@@ -349,6 +402,23 @@ class PhantomSpec:
             raise ValueError(
                 f"radius_range_vox {self.radius_range_vox} is empty along some axis with spacing "
                 f"{self.spacing}: need low * max(spacing) <= high * min(spacing)"
+            )
+        cell_shape = (self.ring_radius, self.ring_width, self.cell_profile_power)
+        if not 0 <= self.ring_fraction <= 1 or min(cell_shape) <= 0:
+            raise ValueError(
+                f"ring_fraction {self.ring_fraction} must be in [0, 1], ring_radius, ring_width "
+                f"and cell_profile_power {cell_shape} > 0"
+            )
+        fibre_sizes = (self.fibre_width_um, self.fibre_length_um, self.fibre_z_weight)
+        if self.fibre_density < 0 or min(fibre_sizes) <= 0:
+            raise ValueError(
+                f"fibre_density {self.fibre_density} must be >= 0, fibre_width_um, "
+                f"fibre_length_um and fibre_z_weight {fibre_sizes} > 0"
+            )
+        if not 0 <= self.stripe_amplitude < 1 or self.stripe_axis not in (0, 1, 2):
+            raise ValueError(
+                f"stripe_amplitude {self.stripe_amplitude} must be in [0, 1) and stripe_axis "
+                f"{self.stripe_axis} one of 0, 1, 2 (z, y, x)"
             )
         if self.moving_gamma <= 0 or not 0 <= self.moving_illumination < 1:
             raise ValueError(
@@ -417,6 +487,61 @@ def another_round(spec: PhantomSpec) -> PhantomSpec:
     )
 
 
+DENSE_RADIUS_VOX = (8.0, 20.0)
+"""`dense`'s default cell radii, voxels: 4-10 low-res voxels, as in real light-sheet data."""
+
+_DENSE_CELL_FRACTION = 0.26  # share of the volume within a cell's radius, in `dense`
+
+
+def _mean_cell_volume(radius_range_um: tuple[float, float]) -> float:
+    """Mean volume (µm^3) of a ball of log-uniform radius in ``radius_range_um``."""
+    low, high = radius_range_um
+    cube = low**3 if high == low else (high**3 - low**3) / (3 * math.log(high / low))
+    return 4 / 3 * math.pi * cube
+
+
+def dense(
+    spec: PhantomSpec, radius_range_vox: tuple[float, float] = DENSE_RADIUS_VOX
+) -> PhantomSpec:
+    """``spec`` (same shapes, spacing, transform, seed, noise and moving round) with the look of
+    real light-sheet data, calibrated on its low-res level (the 2x2x2 mean).
+
+    The tissue fills the whole box. Cells of radii ``radius_range_vox`` (voxels) fill 26 % of
+    the volume (within their radii), half of them rings (rim at 0.75 radius, 0.1 radius wide),
+    the others flat-topped (profile power 2); their peaks are log-uniform in 40-1200 counts
+    above a 265-count tissue, so that with radii 8-20 about 125 cells at least twice the tissue
+    level (and as many dimmer ones) cut a 240 x 456 low-res plane. Fibres: 0.03 per 1000 µm^3,
+    100 µm long, 1.2 µm sigma, 150-600 counts, lying mostly along y-x planes (z weight 0.3).
+    The tissue's texture is ±45 counts over 40-120 µm; stripes along x of ±15 % with periods
+    of 10-30 µm. The low-res 1st / 50th / 90th / 99th / 99.9th percentiles come near 216 / 279
+    / 449 / 890 / 1441 counts, those of real data (S, seeds 0-3: within 12 %; the 90th runs
+    5-8 % low, the 99th 4-12 % high).
+    """
+    spec = dataclasses.replace(spec, radius_range_vox=tuple(radius_range_vox))
+    return dataclasses.replace(
+        spec,
+        tissue_fills_box=True,
+        cell_density=1000 * _DENSE_CELL_FRACTION / _mean_cell_volume(spec.radius_range_um),
+        cell_profile_power=2.0,
+        brightness_range=(40.0, 1200.0),
+        brightness_log_uniform=True,
+        ring_fraction=0.5,
+        ring_radius=0.75,
+        ring_width=0.1,
+        fibre_density=0.03,
+        fibre_width_um=1.2,
+        fibre_length_um=100.0,
+        fibre_brightness_range=(150.0, 600.0),
+        fibre_z_weight=0.3,
+        tissue_level=265.0,
+        texture_amplitude=45.0,
+        texture_scale_um=40.0,
+        stripe_amplitude=0.15,
+        stripe_period_um=20.0,
+        stripe_axis=2,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # The scene: random content derived from the spec
 
@@ -436,12 +561,22 @@ def _rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _random_waves(rng, count: int, wavelengths: tuple[float, float]) -> tuple:
-    """Random plane waves: (count, 3) wavevectors (rad/unit, random directions), phases."""
+def _random_waves(
+    rng, count: int, wavelengths: tuple[float, float], flat_axis: int | None = None
+) -> tuple:
+    """Random plane waves: (count, 3) wavevectors (rad/unit, random directions; normal to axis
+    ``flat_axis`` when given, so the waves are constant along it), phases (rad)."""
     directions = rng.normal(size=(count, 3))
+    if flat_axis is not None:
+        directions[:, flat_axis] = 0
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     lengths = rng.uniform(*wavelengths, size=count)
     return directions * (2 * np.pi / lengths)[:, None], rng.uniform(0, 2 * np.pi, size=count)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """(N, 3) vectors scaled to unit length."""
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _split_total(rng, total: float, count: int) -> np.ndarray:
@@ -488,23 +623,46 @@ def make_truth(spec: PhantomSpec) -> GroundTruth:
 
 @dataclass(frozen=True, eq=False)
 class Cells:
-    """The fixed image's cells: a profile ``brightness * exp(-r^2 / (2 (radius / sqrt 3)^2))``.
+    """The fixed image's cells: a profile ``brightness * exp(-(r^2 / (2 s^2))^p)``, ``s =
+    radius / sqrt(3)``, ``p`` = `PhantomSpec.cell_profile_power` (1: Gaussian), or for a ring
+    ``brightness * exp(-(r - r0)^2 / (2 w^2))`` (`PhantomSpec.ring_radius` and `ring_width` give
+    ``r0`` and ``w`` as fractions of the radius). Each profile is shifted down to meet 0
+    continuously where its exponent reaches a Gaussian's at `CUTOFF_SIGMAS` sigmas.
 
     Attributes:
         centres: (N, 3) µm, z y x, fixed space.
         radii: (N,) µm (the LoG radius; sigma = radius / sqrt(3)).
         brightness: (N,) peak above the background, counts.
+        rings: (N,) bool, True for a ring.
     """
 
     centres: np.ndarray
     radii: np.ndarray
     brightness: np.ndarray
+    rings: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Fibres:
+    """The fixed image's fibres: tubes of profile ``brightness * exp(-d^2 / (2 w^2))``, ``d``
+    the distance to the path, ``w`` = `PhantomSpec.fibre_width_um`.
+
+    Attributes:
+        paths: (N, K + 1, 3) vertices of each fibre's path of K straight segments, µm, z y x,
+            fixed space.
+        brightness: (N,) peak above the background, counts.
+    """
+
+    paths: np.ndarray
+    brightness: np.ndarray
 
 
 class _Tissue:
-    """Soft lumpy ellipsoid: weight 1 inside, 0 outside, a tanh edge; plus a smooth texture."""
+    """Soft lumpy ellipsoid: weight 1 inside, 0 outside, a tanh edge (or weight 1 everywhere
+    when the tissue fills the box); plus a smooth texture."""
 
     def __init__(self, spec: PhantomSpec):
+        self.fills_box = spec.tissue_fills_box
         self.centre = _box_centre(spec.fixed_shape, spec.spacing)
         extent = np.asarray(spec.fixed_shape) * np.asarray(spec.spacing)
         self.semi_axes = np.asarray(spec.tissue_extent) * extent / 2
@@ -521,6 +679,8 @@ class _Tissue:
 
     def weight(self, coords: Coords) -> np.ndarray:
         """Tissue weight in [0, 1] at fixed-space coordinates (µm), float32."""
+        if self.fills_box:
+            return np.ones(np.broadcast_shapes(*(np.shape(c) for c in coords)), dtype=np.float32)
         unit = tuple(
             (c.astype(np.float32, copy=False) - np.float32(o)) / np.float32(a)
             for c, o, a in zip(coords, self.centre, self.semi_axes, strict=True)
@@ -543,18 +703,75 @@ class _Tissue:
         return level
 
 
-def make_cells(spec: PhantomSpec) -> Cells:
-    """The cells of the spec's fixed image: Poisson count, uniform positions kept inside the
-    tissue (weight > 0.5), log-uniform radii in `radius_range_um`, uniform brightness."""
-    rng = np.random.default_rng([spec.seed, _STREAM["cells"]])
+def _cell_cutoffs(spec: PhantomSpec, radii: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """Distances (µm) beyond which cells of ``radii`` (µm) are zero: where a Gaussian's
+    exponent reaches that of `CUTOFF_SIGMAS` sigmas; for a ring, that many sigmas from its rim."""
+    ring = (spec.ring_radius + CUTOFF_SIGMAS * spec.ring_width) * radii
+    power = (CUTOFF_SIGMAS**2 / 2) ** ((1 / spec.cell_profile_power - 1) / 2)  # 1 for p = 1
+    return np.where(rings, ring, CUTOFF_SIGMAS * radii / math.sqrt(3) * power)
+
+
+def _fibre_cutoff(spec: PhantomSpec) -> float:
+    """Distance (µm) from a fibre's path beyond which the fibre is zero."""
+    return CUTOFF_SIGMAS * spec.fibre_width_um
+
+
+def _content_box(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-space box [low, high] (µm, z y x) where cell centres and fibre midpoints are drawn:
+    the fixed box of voxel centres; when the tissue fills the box, also everything the moving
+    box sees (``T^-1`` of it), grown by the reach of the largest cell and of a fibre."""
     extent = (np.asarray(spec.fixed_shape) - 1) * np.asarray(spec.spacing)
-    count = rng.poisson(spec.cell_density / 1000 * float(np.prod(extent)))
-    centres = rng.uniform(0, extent, size=(count, 3))
-    low, high = spec.radius_range_um
-    radii = np.exp(rng.uniform(np.log(low), np.log(high), size=count))
-    brightness = rng.uniform(*spec.brightness_range, size=count)
+    if not spec.tissue_fills_box:
+        return np.zeros(3), extent
+    truth = make_truth(spec)
+    corners = (_CORNERS + 1) / 2 * (np.asarray(spec.moving_shape) - 1) * np.asarray(spec.spacing)
+    seen = _as_points(_affine_coords(np.linalg.inv(truth.affine), _as_coords(corners)))
+    largest = np.full(2, spec.radius_range_um[1])  # solid and ring
+    margin = max(
+        float(_cell_cutoffs(spec, largest, np.array([False, True])).max()),
+        spec.fibre_length_um / 2 + _fibre_cutoff(spec),
+    )
+    margin += truth.deformation.max_norm
+    return np.minimum(seen.min(axis=0), 0) - margin, np.maximum(seen.max(axis=0), extent) + margin
+
+
+def make_cells(spec: PhantomSpec) -> Cells:
+    """The cells of the spec's fixed image: Poisson count, uniform positions in the content box
+    (`PhantomSpec.tissue_fills_box`) kept inside the tissue (weight > 0.5), log-uniform radii
+    in `radius_range_um`, uniform (or log-uniform) brightness, rings drawn with `ring_fraction`."""
+    rng = np.random.default_rng([spec.seed, _STREAM["cells"]])
+    low, high = _content_box(spec)
+    count = rng.poisson(spec.cell_density / 1000 * float(np.prod(high - low)))
+    centres = rng.uniform(low, high, size=(count, 3))
+    smallest, largest = spec.radius_range_um
+    radii = np.exp(rng.uniform(np.log(smallest), np.log(largest), size=count))
+    if spec.brightness_log_uniform:
+        brightness = np.exp(rng.uniform(*np.log(spec.brightness_range), size=count))
+    else:
+        brightness = rng.uniform(*spec.brightness_range, size=count)
+    rings = rng.uniform(size=count) < spec.ring_fraction
     inside = _Tissue(spec).weight(_as_coords(centres)) > 0.5
-    return Cells(centres[inside], radii[inside], brightness[inside])
+    return Cells(centres[inside], radii[inside], brightness[inside], rings[inside])
+
+
+def make_fibres(spec: PhantomSpec) -> Fibres:
+    """The fibres of the spec's fixed image: Poisson count (`fibre_density`), midpoints uniform
+    in the content box, each a path of `_FIBRE_SEGMENTS` equal segments whose direction starts
+    random and turns by about `_FIBRE_BEND` rad per segment (z weighted by `fibre_z_weight`),
+    uniform brightness."""
+    rng = np.random.default_rng([spec.seed, _STREAM["fibres"]])
+    low, high = _content_box(spec)
+    count = rng.poisson(spec.fibre_density / 1000 * float(np.prod(high - low)))
+    middles = rng.uniform(low, high, size=(count, 3))
+    weights = np.array([spec.fibre_z_weight, 1.0, 1.0])
+    direction = _unit(rng.normal(size=(count, 3)) * weights)
+    steps = np.zeros((count, _FIBRE_SEGMENTS + 1, 3))
+    for k in range(1, _FIBRE_SEGMENTS + 1):
+        direction = _unit(direction + _FIBRE_BEND * rng.normal(size=(count, 3)) * weights)
+        steps[:, k] = direction * (spec.fibre_length_um / _FIBRE_SEGMENTS)
+    paths = np.cumsum(steps, axis=1)
+    paths += (middles - paths[:, _FIBRE_SEGMENTS // 2])[:, None]
+    return Fibres(paths, rng.uniform(*spec.fibre_brightness_range, size=count))
 
 
 def _splitmix64(values: np.ndarray) -> np.ndarray:
@@ -603,6 +820,82 @@ def _noise(shape: tuple[int, ...], region: list[tuple[int, int]], key: np.uint64
     return radius
 
 
+class _Stripes:
+    """Light-sheet shadows: the gain ``1 + s(x)``, ``s`` a sum of plane waves whose wavevectors
+    are normal to `PhantomSpec.stripe_axis` (constant along it), ``|s| <= stripe_amplitude``."""
+
+    def __init__(self, spec: PhantomSpec):
+        rng = np.random.default_rng([spec.seed, _STREAM["stripes"]])
+        period = spec.stripe_period_um
+        wavevectors, phases = _random_waves(
+            rng, _STRIPE_WAVES, (0.5 * period, 1.5 * period), spec.stripe_axis
+        )
+        amplitudes = _split_total(rng, spec.stripe_amplitude, _STRIPE_WAVES)
+        self.waves = (wavevectors, phases, amplitudes)
+
+    def gain(self, coords: Coords) -> np.ndarray:
+        """The gain at fixed-space coordinates (µm, z y x), float32."""
+        gain = _sum_waves(tuple(c.astype(np.float32) for c in coords), *self.waves)
+        gain += np.float32(1)
+        return gain
+
+
+class _Footprints:
+    """Fixed-space boxes around items' non-zero footprints (cells, fibre segments), found per
+    block with a k-d tree on the boxes' centres."""
+
+    def __init__(self, centres: np.ndarray, half: np.ndarray):
+        """``centres`` and ``half`` (half-edges): (N, 3) µm, z y x."""
+        self.centres = centres
+        self.half = half
+        self.tree = cKDTree(centres) if len(centres) else None
+
+    def meeting(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Sorted indices of the items whose box meets the fixed-space box [low, high] (µm)."""
+        if self.tree is None:
+            return np.zeros(0, dtype=int)
+        centre, half = (low + high) / 2, (high - low) / 2
+        reach = float(half.max() + self.half.max())
+        near = np.asarray(self.tree.query_ball_point(centre, reach, p=np.inf), dtype=int)
+        gap = np.abs(self.centres[near] - centre) - half
+        return np.sort(near[np.all(gap <= self.half[near], axis=1)])
+
+    def voxel_boxes(
+        self, items: np.ndarray, truth: GroundTruth, spacing: tuple, moving: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Voxel index boxes [low, high) (N, 3) in the rendered image (fixed, or moving through
+        ``truth``) holding each item's footprint; ``spacing`` in µm."""
+        reach = self.half[items] + (truth.deformation.max_norm if moving else 0)
+        points = self.centres[items, None, :] + _CORNERS[None] * reach[:, None, :]
+        if moving:
+            points = points @ truth.affine[:3, :3].T + truth.affine[:3, 3]
+        spacing = np.asarray(spacing)
+        low = np.floor(points.min(axis=1) / spacing).astype(int) - 1
+        high = np.ceil(points.max(axis=1) / spacing).astype(int) + 2
+        return low, high
+
+
+def _offsets(coords: Coords, box: tuple[slice, ...], point: np.ndarray) -> list[np.ndarray]:
+    """``coords - point`` (µm, float32) on the voxels of ``box``, one array per axis (z y x),
+    each of its broadcastable shape."""
+    offsets = []
+    for axis, c in enumerate(coords):
+        part = c[tuple(s if n > 1 else slice(None) for s, n in zip(box, c.shape, strict=True))]
+        offsets.append((part - point[axis]).astype(np.float32))
+    return offsets
+
+
+def _profile(exponent: np.ndarray, peak: float) -> np.ndarray:
+    """``peak (exp(exponent) - c) / (1 - c)`` floored at 0, in place (float32, counts): ``c``
+    is a Gaussian's value at `CUTOFF_SIGMAS` sigmas, so the profile meets 0 continuously where
+    the exponent reaches ``-CUTOFF_SIGMAS^2 / 2``."""
+    np.exp(exponent, out=exponent)
+    exponent -= np.float32(_CUTOFF_LEVEL)
+    np.maximum(exponent, np.float32(0), out=exponent)
+    exponent *= np.float32(peak / (1 - _CUTOFF_LEVEL))
+    return exponent
+
+
 class _Scene:
     """Everything random in a pair (drawn once from the spec) and the block renderer."""
 
@@ -611,32 +904,67 @@ class _Scene:
         self.truth = make_truth(spec)
         self.tissue = _Tissue(spec)
         self.cells = make_cells(spec)
-        self.cutoffs = CUTOFF_SIGMAS * self.cells.radii / math.sqrt(3)
-        self.tree = cKDTree(self.cells.centres) if len(self.cells.radii) else None
+        cutoffs = _cell_cutoffs(spec, self.cells.radii, self.cells.rings)
+        self.cell_boxes = _Footprints(self.cells.centres, np.repeat(cutoffs[:, None], 3, axis=1))
+        fibres = make_fibres(spec)
+        self.starts = fibres.paths[:, :-1].reshape(-1, 3)
+        self.ends = fibres.paths[:, 1:].reshape(-1, 3)
+        self.fibre_brightness = np.repeat(fibres.brightness, _FIBRE_SEGMENTS)
+        self.segment_boxes = _Footprints(
+            (self.starts + self.ends) / 2,
+            np.abs(self.ends - self.starts) / 2 + _fibre_cutoff(spec),
+        )
+        self.stripes = _Stripes(spec) if spec.stripe_amplitude else None
 
-    def _candidates(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-        """Sorted indices of cells whose cutoff cube meets the fixed-space box [low, high]."""
-        if self.tree is None:
-            return np.zeros(0, dtype=int)
-        centre, half = (low + high) / 2, (high - low) / 2
-        reach = float(half.max() + self.cutoffs.max())
-        near = np.asarray(self.tree.query_ball_point(centre, reach, p=np.inf), dtype=int)
-        gap = np.abs(self.cells.centres[near] - centre) - half
-        return np.sort(near[np.all(gap <= self.cutoffs[near, None], axis=1)])
+    def _boxes(self, footprints: _Footprints, bounds: tuple, region, moving: bool):
+        """``(item, box)`` for each item whose footprint meets the block of ``region`` (voxels)
+        whose fixed-space positions lie in ``bounds`` (low, high; µm); ``box``: slices of the
+        block holding the item's footprint."""
+        items = footprints.meeting(*bounds)
+        start = np.array([a for a, _ in region])
+        shape = [b - a for a, b in region]
+        boxes_low, boxes_high = footprints.voxel_boxes(items, self.truth, self.spec.spacing, moving)
+        boxes_low = np.maximum(boxes_low - start, 0)
+        boxes_high = np.minimum(boxes_high - start, shape)
+        for j, lo, hi in zip(items, boxes_low, boxes_high, strict=True):
+            if np.all(hi > lo):
+                yield j, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
 
-    def _cell_boxes(self, cells: np.ndarray, moving: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Voxel index boxes [low, high) in the rendered image holding each cell's footprint."""
-        reach = self.cutoffs[cells, None] + (self.truth.deformation.max_norm if moving else 0)
-        corners = np.stack(
-            np.meshgrid([-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], indexing="ij"), -1
-        ).reshape(8, 3)
-        points = self.cells.centres[cells, None, :] + corners[None] * reach[:, None]
-        if moving:
-            points = points @ self.truth.affine[:3, :3].T + self.truth.affine[:3, 3]
-        spacing = np.asarray(self.spec.spacing)
-        low = np.floor(points.min(axis=1) / spacing).astype(int) - 1
-        high = np.ceil(points.max(axis=1) / spacing).astype(int) + 2
-        return low, high
+    def _cell(self, j: int, offsets: list[np.ndarray]) -> np.ndarray:
+        """Cell ``j``'s intensity (counts, float32) at ``offsets`` (µm) from its centre."""
+        r2 = None
+        for offset in offsets:
+            offset *= offset
+            r2 = offset if r2 is None else r2 + offset
+        radius = self.cells.radii[j]
+        if self.cells.rings[j]:
+            np.sqrt(r2, out=r2)
+            r2 -= np.float32(self.spec.ring_radius * radius)
+            r2 *= r2
+            r2 *= np.float32(-0.5 / (self.spec.ring_width * radius) ** 2)
+        else:
+            r2 *= np.float32(-1.5 / radius**2)  # -r^2 / (2 sigma^2)
+            if self.spec.cell_profile_power != 1:
+                np.negative(r2, out=r2)
+                np.power(r2, np.float32(self.spec.cell_profile_power), out=r2)
+                np.negative(r2, out=r2)
+        return _profile(r2, self.cells.brightness[j])
+
+    def _segment(self, j: int, offsets: list[np.ndarray]) -> np.ndarray:
+        """Fibre segment ``j``'s intensity (counts, float32) at ``offsets`` (µm) from its start:
+        the fibre's profile at the distance to the segment."""
+        direction = (self.ends[j] - self.starts[j]).astype(np.float32)
+        along = offsets[0] * direction[0] + offsets[1] * direction[1]
+        along = along + offsets[2] * direction[2]
+        along *= np.float32(1 / np.dot(direction, direction))
+        np.clip(along, np.float32(0), np.float32(1), out=along)
+        d2 = None
+        for offset, step in zip(offsets, direction, strict=True):
+            across = offset - along * step
+            across *= across
+            d2 = across if d2 is None else d2 + across
+        d2 *= np.float32(-0.5 / self.spec.fibre_width_um**2)
+        return _profile(d2, self.fibre_brightness[j])
 
     def _another_round(self, values: np.ndarray, region, shape) -> np.ndarray:
         """The moving block's noiseless counts under the round's gamma and illumination."""
@@ -665,31 +993,17 @@ class _Scene:
         coords = self.truth.inverse_coords(grid) if moving else grid
         values = self.tissue.intensity(coords)
         values += np.float32(spec.background_level)
-        low = np.array([np.min(c) for c in coords])
-        high = np.array([np.max(c) for c in coords])
-        cells = self._candidates(low, high)
-        start = np.array([a for a, _ in region])
-        boxes_low, boxes_high = self._cell_boxes(cells, moving)
-        boxes_low = np.maximum(boxes_low - start, 0)
-        boxes_high = np.minimum(boxes_high - start, values.shape)
-        for j, lo, hi in zip(cells, boxes_low, boxes_high, strict=True):
-            if np.any(hi <= lo):
-                continue
-            box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-            r2 = None
-            for axis, c in enumerate(coords):
-                part = c[
-                    tuple(s if n > 1 else slice(None) for s, n in zip(box, c.shape, strict=True))
-                ]
-                offset = (part - self.cells.centres[j, axis]).astype(np.float32)
-                offset *= offset
-                r2 = offset if r2 is None else r2 + offset
-            r2 *= np.float32(-1.5 / self.cells.radii[j] ** 2)  # -r^2 / (2 sigma^2)
-            np.exp(r2, out=r2)
-            r2 -= np.float32(_CUTOFF_LEVEL)
-            np.maximum(r2, np.float32(0), out=r2)
-            r2 *= np.float32(self.cells.brightness[j] / (1 - _CUTOFF_LEVEL))
-            values[box] += r2
+        bounds = (np.array([np.min(c) for c in coords]), np.array([np.max(c) for c in coords]))
+        for j, box in self._boxes(self.cell_boxes, bounds, region, moving):
+            values[box] += self._cell(j, _offsets(coords, box, self.cells.centres[j]))
+        if len(self.fibre_brightness):
+            fibres = np.zeros_like(values)
+            for j, box in self._boxes(self.segment_boxes, bounds, region, moving):
+                segment = self._segment(j, _offsets(coords, box, self.starts[j]))
+                np.maximum(fibres[box], segment, out=fibres[box])
+            values += fibres
+        if self.stripes is not None:
+            values *= self.stripes.gain(coords)
         shape = spec.moving_shape if moving else spec.fixed_shape
         if moving:
             values = self._another_round(values, region, shape)
@@ -781,12 +1095,30 @@ def main(argv: list[str] | None = None) -> None:
         help="give the moving image another round's intensities: gamma 0.8, a +-25 %% "
         "illumination gradient and 1.5x the noise",
     )
+    parser.add_argument(
+        "--dense",
+        action="store_true",
+        help="the look of real light-sheet data: tissue filling the box, cells edge to edge "
+        "(half of them rings), fibres, stripes",
+    )
+    parser.add_argument(
+        "--radius-vox",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help=f"cell radii range, voxels (with --dense: default {DENSE_RADIUS_VOX}, the cell "
+        "density following to keep the same share of the volume)",
+    )
     args = parser.parse_args(argv)
     spec = dataclasses.replace(preset(args.preset), seed=args.seed)
     if args.deform_um is not None:
         spec = dataclasses.replace(spec, deform_amplitude_um=args.deform_um)
     if args.another_round:
         spec = another_round(spec)
+    if args.dense:
+        spec = dense(spec, tuple(args.radius_vox or DENSE_RADIUS_VOX))
+    elif args.radius_vox:
+        spec = dataclasses.replace(spec, radius_range_vox=tuple(args.radius_vox))
     for name, path in write_pair(args.out_dir, spec).items():
         print(f"{name}\t{path}")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from bigstream_core import atomic
 from bigstream_core.io import Image
-from bigstream_core.keypoints import keypoint_halo
+from bigstream_core.keypoints import keypoint_grid
 from bigstream_core.provenance import describe_images, provenance
 from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
 
@@ -23,15 +23,16 @@ def stage_grids(
     """Tile grids of every enabled stage, keyed by grid name.
 
     - ``keypoints_fixed`` / ``keypoints_moving``: low-res key-point tiles of each
-      image, halo ``2 * global_affine.max_radius`` voxels so edge blobs are found;
+      image (:func:`bigstream_core.keypoints.keypoint_grid`);
     - ``local_affine``: low-res fixed tiles with ``local_affine.overlap``;
     - ``deform``: high-res fixed blocks with ``deform.overlap``;
     - ``resample``: high-res fixed output blocks, no overlap.
     """
     ga = config["global_affine"]
-    halo = (keypoint_halo(ga["max_radius"]),) * 3
     grids = {
-        f"keypoints_{role}": tile_grid(images[role]["lowres"].shape, ga["blocksize"], halo)
+        f"keypoints_{role}": keypoint_grid(
+            images[role]["lowres"].shape, ga["blocksize"], ga["min_radius"], ga["max_radius"]
+        )
         for role in ("fixed", "moving")
     }
     for stage, level in (("local_affine", "lowres"), ("deform", "highres")):

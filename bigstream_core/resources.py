@@ -17,13 +17,16 @@ attempt (a job killed for memory is retried with more).
 from __future__ import annotations
 
 BASELINE_MB = 350
-KEYPOINT_WORKING_COPIES = 12  # float32: data, top-hat, smoothed, 3 responses, 3 local maxima, temps
+KEYPOINT_WORKING_COPIES = 12  # float32 on the finest octave: data, top-hat, smoothed, responses...
+KEYPOINT_READ_BYTES = 4  # per voxel read: the tile as read (up to float32)
 
 
-def keypoint_job_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
-    """MB for LoG key-point detection on a tile of ``halo_voxels`` voxels."""
-    arrays = halo_voxels * 4 * KEYPOINT_WORKING_COPIES / 2**20
-    return int((BASELINE_MB + arrays) * attempt)
+def keypoint_job_mem_mb(halo_voxels: int, first_octave: int = 0, attempt: int = 1) -> int:
+    """MB for LoG key-point detection on a tile of ``halo_voxels`` voxels whose finest
+    searched octave averages ``2^first_octave`` voxels per axis (the filtering happens there)."""
+    octave_voxels = halo_voxels / 8**first_octave
+    arrays = halo_voxels * KEYPOINT_READ_BYTES + octave_voxels * 4 * KEYPOINT_WORKING_COPIES
+    return int((BASELINE_MB + arrays / 2**20) * attempt)
 
 
 def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:

@@ -107,6 +107,17 @@ def neighbours(tile: Tile, tiles: dict[str, Tile]) -> list[Tile]:
     return found
 
 
+def tiles_meeting(tiles: list[Tile], low, high) -> list[Tile]:
+    """The tiles whose core meets the voxel box ``[low, high)`` (z, y, x), in their order."""
+    return [
+        tile
+        for tile in tiles
+        if all(
+            start < b and a < stop for (start, stop), a, b in zip(tile.core, low, high, strict=True)
+        )
+    ]
+
+
 def tile_batches(tiles: list[Tile], per_job: tuple[int, int, int]) -> dict[str, list[Tile]]:
     """Neighbouring tiles grouped into one job each: boxes of ``per_job`` tiles (z, y, x) of
     the grid, named like tiles by their index in the grid of boxes (``z0_y1_x0``), each

@@ -76,6 +76,15 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
         ({"local_affine": {"overlap": 0.9}}, r"`local_affine.overlap` = 0.9: expected <= 0.5"),
         ({"global_affine": {"on_failure": "ignore"}}, r"expected one of \['error', 'identity'\]"),
         ({"global_affine": {"min_radius": 30}}, r"`global_affine.min_radius` = 30 is larger than"),
+        (
+            {"global_affine": {"blocksize": "big"}},
+            r"`global_affine.blocksize` = 'big': expected Voxels \(z, y, x\) per key-point tile, "
+            "or auto",
+        ),
+        (
+            {"local_affine": {"max_radius": 20}},
+            r"`local_affine.max_radius` is no longer a setting: .* set `global_affine.max_radius`",
+        ),
         ({"deform": {"iterations": [10, 10, 10]}}, r"must have the same length"),
         (
             {

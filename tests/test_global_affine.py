@@ -98,7 +98,11 @@ def test_blobs_are_found_where_they_are_with_their_size():
         distance = np.linalg.norm(found[["z", "y", "x"]].to_numpy() - centre, axis=1)
         best = found.iloc[int(distance.argmin())]
         assert distance.min() < 0.15
-        assert abs(best["radius_vox"] - radius) <= 1.0
+        # radius_vox is sqrt(3) times the best sigma, a ball's radius; a Gaussian profile of
+        # sigma s responds most at sigma s * sqrt(2/3) (the maximum of sigma^2 LoG in 3D).
+        # The scales are 1.32x apart: within half a step (15 %) of that.
+        expected = radius * np.sqrt(2 / 3)
+        assert abs(best["radius_vox"] - expected) <= 0.15 * expected
 
 
 def test_matching_keeps_mutual_and_unique_partners():

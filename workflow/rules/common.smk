@@ -10,6 +10,7 @@ include: "repository.smk"
 from snakemake.exceptions import WorkflowError
 
 from bigstream_core.config import ConfigError, channel_entry, checked_config
+from bigstream_core.keypoints import first_octave
 from bigstream_core.plan import stage_grids
 from bigstream_core.resources import (
     deform_mem_mb as deform_job_mem_mb,
@@ -118,6 +119,11 @@ def mask_mem_mb(wildcards, attempt):
     return refine_job_mem_mb(int(np.prod(IMAGES[wildcards.image]["lowres"].shape)), attempt)
 
 
+def keypoint_grid_config():
+    """The part of the global_affine config that lays out the key-point tiles."""
+    return {key: config["global_affine"][key] for key in ("blocksize", "min_radius", "max_radius")}
+
+
 def keypoint_tables(role):
     """Key point tables of every low-res tile of one image."""
     return [out("global", "keypoints", role, f"{t}.parquet") for t in TILES[f"keypoints_{role}"]]
@@ -138,9 +144,11 @@ def keypoint_benchmarks(role):
 
 
 def keypoints_mem_mb(wildcards, attempt):
-    """Memory of a key point job: its tile's halo voxels times the float32 working arrays."""
+    """Memory of a key point job: its tile's halo as read, the working arrays on its finest
+    octave."""
     tile = TILES[f"keypoints_{wildcards.image}"][wildcards.tile]
-    return keypoint_job_mem_mb(tile.halo_voxels, attempt)
+    first = first_octave(config["global_affine"]["min_radius"])
+    return keypoint_job_mem_mb(tile.halo_voxels, first, attempt)
 
 
 def keypoints_runtime_min(wildcards, attempt):

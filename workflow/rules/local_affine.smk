@@ -4,6 +4,8 @@
 rule fit_local_affine:
     input:
         affine=out("global", "affine.txt"),
+        # written once every key-point table of both images is (the tables it reads)
+        keypoints=out("global", "matches.json"),
         fixed_mask=mask_files("fixed"),
         moving_mask=mask_files("moving"),
     output:
@@ -22,6 +24,8 @@ rule fit_local_affine:
         images=image_config(),
         tile=lambda wc: TILES["local_affine"][wc.tile],
         local=config["local_affine"],
+        keypoints=keypoint_grid_config(),
+        keypoint_tables={role: out("global", "keypoints", role) for role in ("fixed", "moving")},
         min_foreground=config["foreground"]["min_tile_fraction"],
         seed=config["seed"],
         version=CODE_VERSION,
