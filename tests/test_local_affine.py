@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bigstream_core import keypoints as keypoint_module
 from bigstream_core.accuracy import evaluate, foreground_ncc
 from bigstream_core.affine_field import LocalAffineField, field_from_grid
 from bigstream_core.api import apply_local_affines, ransac_affine, tiled_ransac_affine
+from bigstream_core.global_affine import strongest
 from bigstream_core.io import array_image, open_image
-from bigstream_core.local_affine import fill_missing, find_outliers
+from bigstream_core.keypoints import keypoint_grid, tile_keypoints
+from bigstream_core.local_affine import fill_missing, find_outliers, fit_tile, keypoint_regions
 from bigstream_core.phantom import GroundTruth
+from bigstream_core.tiling import overlap_voxels, tile_grid, tiles_meeting
 from bigstream_core.transforms import affine_map, chain
 
 KEYPOINTS = dict(min_radius=1.5, max_radius=5, match_threshold=0.7)
@@ -116,6 +120,37 @@ def apply_local_affines_transform(local, fixed, affine):
     overlap = tuple(round(b * LOCAL["overlap"]) for b in LOCAL["blocksize"])
     field = field_from_grid(local, LOCAL["blocksize"], overlap, fixed.spacing, fixed.origin)
     return chain(affine_map(affine), field)
+
+
+def test_a_tile_fits_on_the_global_key_points_near_it_and_detects_none(deformed, monkeypatch):
+    fixed, moving, _, affine = deformed
+    params = {key: LOCAL[key] for key in ("cc_radius", "match_threshold", "min_matches")}
+    params |= {"nspots": 2000, "align_threshold": 2.0, "search_radius": 8.0}
+    tables = {}  # the global stage's per-tile tables, on its own (smaller) tile grid
+    for role, image in (("fixed", fixed), ("moving", moving)):
+        grid = keypoint_grid(image.shape, (8, 16, 16), 1.5, 5)
+        tables[role] = (grid, {t.id: tile_keypoints(image, t, 1.5, 5, 10, 8) for t in grid})
+
+    def detection_forbidden(*args, **kwargs):
+        raise AssertionError("the local stage detected key points again")
+
+    monkeypatch.setattr(keypoint_module, "detect_blobs", detection_forbidden)
+    everything = tuple(strongest(list(tables[role][1].values())) for role in ("fixed", "moving"))
+    local_grid = tile_grid(
+        fixed.shape, LOCAL["blocksize"], overlap_voxels(LOCAL["blocksize"], 0.25)
+    )
+    for tile in local_grid:
+        regions = keypoint_regions(tile, fixed, moving, affine, params["search_radius"])
+        near = []
+        for role in ("fixed", "moving"):
+            grid, by_tile = tables[role]
+            chosen = tiles_meeting(grid, *regions[role])
+            assert 0 < len(chosen) < len(grid)
+            near.append(strongest([by_tile[t.id] for t in chosen]))
+        with_all = fit_tile(fixed, moving, affine, tile, everything, params)
+        with_near = fit_tile(fixed, moving, affine, tile, tuple(near), params)
+        assert with_all[1] == with_near[1], tile.id  # the same points, matches and inliers
+        assert np.array_equal(with_all[0], with_near[0]) and with_near[1]["status"] == "ok"
 
 
 def test_empty_and_corrupted_tiles_are_filled_and_reported(deformed):
