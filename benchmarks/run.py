@@ -102,8 +102,8 @@ WORK = RESULTS / "work"
 # Key point parameters for the phantom's cells on the low-res level (radii 1-5 voxels).
 KEYPOINTS = {"min_radius": 1.5, "max_radius": 5, "match_threshold": 0.7}
 GLOBAL_AFFINE = {**KEYPOINTS, "cc_radius": 8, "nspots": 5000}  # key-point tiles: auto
-LOCAL_AFFINE = {**KEYPOINTS, "cc_radius": 6, "blocksize": [64, 128, 128], "overlap": 0.25,
-                "min_matches": 12}  # fmt: skip
+LOCAL_AFFINE = {"match_threshold": 0.7, "cc_radius": 6, "blocksize": [64, 128, 128],
+                "overlap": 0.25, "min_matches": 12}  # fmt: skip
 # High-res blocks of 128 x 256 x 256 voxels: a whole block fits even the smallest size's
 # 150 x 250 x 450 image (the defaults' 256^3 would be cut to 150 x 250 x 256 there and grow
 # with the image up to 4S), so a job's memory can be compared across sizes.
