@@ -11,11 +11,13 @@ The method (written here with scipy.ndimage, no registration library):
 
 - per level, coarse to fine: both images Gaussian-smoothed (``smooth_sigma``
   full-res voxels) and sub-sampled by ``shrink``; the field from the coarser
-  level is interpolated onto the new grid. A workflow block
-  (:func:`register_tile`) never forms ``M`` at full resolution: the moving
-  image is smoothed in its own voxels and sampled through ``G(L(x))`` at each
-  level's grid points only (:func:`tile_levels`), and its field is returned on
-  the finest level's grid (the stitching interpolates it);
+  level is interpolated onto the new grid. Each level is made from the next
+  finer one (:func:`level_cascade`), so only the finest costs a pass over the
+  full resolution. A workflow block (:func:`register_tile`) never forms ``M``
+  at full resolution: the moving image is smoothed in its own voxels (coarser
+  levels from the finer one's smoothed window, subsampled) and sampled through
+  ``G(L(x))`` at each level's grid points only (:func:`tile_levels`), and its
+  field is returned on the finest level's grid (the stitching interpolates it);
 - per iteration: warp ``M`` by the field (trilinear), compute the local
   normalised cross-correlation in a ``(2 cc_radius + 1)^3`` window and its
   gradient with respect to the displacement (Avants et al. 2008), zero it
@@ -39,7 +41,7 @@ from scipy import ndimage
 
 from bigstream_core.interpolation import resize_field
 from bigstream_core.io import Image
-from bigstream_core.resample import inside_image, sample, source_window, transformed_voxels
+from bigstream_core.resample import inside_image, source_window, transformed_voxels
 from bigstream_core.tiling import Tile
 from bigstream_core.transforms import PointMap
 
@@ -49,7 +51,7 @@ MAX_HALVINGS = 4  # a level stops when this many halvings of the step in a row d
 
 @dataclass(frozen=True)
 class DeformParams:
-    """Parameters of :func:`register_block` (the ``deform`` config block).
+    """Parameters of :func:`register_tile` (the ``deform`` config block).
 
     ``iterations``, ``shrink_factors`` and ``smooth_sigmas`` have one entry per
     level, coarse to fine; sigmas are full-res voxels; ``cc_radius``,
@@ -77,14 +79,6 @@ class DeformParams:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
-
-
-def level_image(image: np.ndarray, shrink: int, sigma: float) -> np.ndarray:
-    """``image`` smoothed by ``sigma`` voxels (at least an anti-alias for ``shrink``) and
-    sub-sampled by ``shrink`` (every ``shrink``-th voxel from voxel 0), float32."""
-    sigma = level_sigma(shrink, sigma)
-    smoothed = ndimage.gaussian_filter(image.astype(np.float32), sigma) if sigma > 0 else image
-    return np.ascontiguousarray(smoothed[::shrink, ::shrink, ::shrink], dtype=np.float32)
 
 
 def warp(image: np.ndarray, field_vox: np.ndarray, grid: list[np.ndarray]) -> np.ndarray:
@@ -195,38 +189,38 @@ def level_sigma(shrink: int, sigma: float) -> float:
     return max(sigma, 0.5 * (shrink - 1))
 
 
-def block_levels(fixed: np.ndarray, moving: np.ndarray, mask: np.ndarray, params: DeformParams):
-    """The levels of two images on one grid, coarse to fine."""
-    return [
-        Level(
-            shrink,
-            level_image(fixed, shrink, sigma),
-            level_image(moving, shrink, sigma),
-            mask[::shrink, ::shrink, ::shrink],
-        )  # fmt: skip
-        for shrink, sigma in zip(params.shrink_factors, params.smooth_sigmas, strict=True)
-    ]
+def level_steps(plan) -> list[tuple[int, float]]:
+    """How each level of ``plan`` ((shrink, sigma) pairs, coarse to fine; sigmas full-res
+    voxels) is made from the next finer one, finest first: ``(step, extra)``, the
+    subsampling of the finer level and the Gaussian it is smoothed by first, in the finer
+    level's voxels (the finest is made from full resolution), so that each level holds the
+    full resolution smoothed by :func:`level_sigma` and sampled every ``shrink`` voxels.
+    A shrink that its finer level's does not divide is made from full resolution
+    (``step`` = its shrink, smoothing the whole way)."""
+    steps, done_shrink, done_sigma = [], 1, 0.0
+    for shrink, sigma in reversed(list(plan)):
+        total = level_sigma(shrink, sigma)
+        if shrink % done_shrink:
+            done_shrink, done_sigma = 1, 0.0
+        extra = math.sqrt(max(total**2 - done_sigma**2, 0.0)) / done_shrink
+        steps.append((shrink // done_shrink, extra))
+        done_shrink, done_sigma = shrink, max(total, done_sigma)
+    return steps
 
 
-def register_block(
-    fixed: np.ndarray,
-    moving: np.ndarray,
-    spacing,
-    params: DeformParams,
-    mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, dict]:
-    """Displacement field (z, y, x, 3) float32 µm that aligns ``moving`` to ``fixed``.
-
-    ``fixed`` and ``moving`` share one grid (z y x, ``spacing`` µm); ``mask``
-    (bool, same shape) marks the voxels whose metric counts (default: both
-    images non-zero). Returns the field and a report (see :func:`register_levels`).
-    """
-    fixed = np.asarray(fixed, dtype=np.float32)
-    moving = np.asarray(moving, dtype=np.float32)
-    if mask is None:
-        mask = (fixed != 0) & (moving != 0)
-    field, report = register_levels(block_levels(fixed, moving, mask, params), spacing, params)
-    return resize_field(field, fixed.shape, float(params.shrink_factors[-1])), report
+def level_cascade(image: np.ndarray, plan) -> list[np.ndarray]:
+    """``image`` (full resolution) at every level of ``plan`` (see :func:`level_steps`),
+    coarse to fine, float32: level voxel ``j`` is full-res voxel ``j * shrink``. Each level is
+    smoothed and subsampled from the next finer one, so only the finest level costs a pass
+    over the full resolution."""
+    levels, finer = [], np.asarray(image, dtype=np.float32)
+    full = finer
+    for (step, extra), (shrink, _) in zip(level_steps(plan), reversed(list(plan)), strict=True):
+        source = full if step == shrink else finer
+        smoothed = ndimage.gaussian_filter(source, extra) if extra > 0 else source
+        finer = np.ascontiguousarray(smoothed[::step, ::step, ::step], dtype=np.float32)
+        levels.append(finer)
+    return levels[::-1]
 
 
 def register_levels(levels: list[Level], spacing, params: DeformParams) -> tuple[np.ndarray, dict]:
@@ -285,19 +279,48 @@ def tile_levels(
     widest = max(level_sigma(shrink, sigma) for shrink, sigma in plan)
     margin = int(np.ceil(4 * widest * to_moving.max())) + max(params.shrink_factors) + 1
     window = source_window(moving, np.concatenate(voxels, axis=1), margin)
-    source = None if window is None else moving.read(window).astype(np.float32)
+    fixed_levels = level_cascade(fixed_block, plan)
+    moving_levels = _moving_levels(moving, window, voxels, plan, to_moving)
     levels = []
-    for (shrink, sigma), points in zip(plan, voxels, strict=True):
-        level_fixed = level_image(fixed_block, shrink, sigma)
-        inside = inside_image(moving.shape, points).reshape(level_fixed.shape)
-        values = np.zeros(level_fixed.shape, dtype=np.float32)
-        if source is not None:
-            width = level_sigma(shrink, sigma) * to_moving
-            smoothed = ndimage.gaussian_filter(source, width) if width.max() > 0 else source
-            values[inside] = sample(smoothed, window, points, order=1).reshape(values.shape)[inside]
+    for (shrink, _), level_fixed, (values, inside) in zip(
+        plan, fixed_levels, moving_levels, strict=True
+    ):
+        values, inside = values.reshape(level_fixed.shape), inside.reshape(level_fixed.shape)
         mask = foreground[::shrink, ::shrink, ::shrink] & inside
         levels.append(Level(shrink, level_fixed, values, mask))
     return levels
+
+
+def _moving_levels(moving: Image, window, voxels, plan, to_moving) -> list:
+    """The moving image's values at each level's points ``voxels`` (3, N moving voxel
+    coordinates per level, coarse to fine), smoothed by the level's width converted to
+    moving voxels, and whether each point lies inside the moving image: ``(values, inside)``
+    per level, coarse to fine. The window is read once; like the fixed levels, each
+    coarser source is smoothed and subsampled from the next finer one, when the shrink
+    factors divide each other and the finer smoothing bounds aliasing (else from the
+    window at full resolution)."""
+    source = None if window is None else moving.read(window).astype(np.float32)
+    start = None if window is None else np.array([s.start for s in window], dtype=np.float32)
+    results, finer, factor, done = [], source, 1, np.zeros(3)
+    for (shrink, sigma), points in zip(reversed(plan), reversed(voxels), strict=True):
+        inside = inside_image(moving.shape, points)
+        values = np.zeros(points.shape[1], dtype=np.float32)
+        if source is not None:
+            width = level_sigma(shrink, sigma) * to_moving  # moving voxels
+            step = 2 if results and factor * 2 <= shrink and done.min() >= 1.0 else 1
+            if step == 1 and results:  # restart from the window
+                finer, factor, done = source, 1, np.zeros(3)
+            base = finer[::step, ::step, ::step] if step > 1 else finer
+            factor *= step
+            extra = np.sqrt(np.maximum(width**2 - done**2, 0.0)) / factor
+            smoothed = ndimage.gaussian_filter(base, extra) if extra.max() > 0 else base
+            local = (points - start[:, None]) / np.float32(factor)
+            values[inside] = ndimage.map_coordinates(
+                smoothed, local[:, inside], output=np.float32, order=1, mode="constant"
+            )
+            finer, done = smoothed, np.maximum(width, done)
+        results.append((values, inside))
+    return results[::-1]
 
 
 def register_tile(
