@@ -241,6 +241,26 @@ class _Objective:
         """From now on, evaluate with the gain ``q`` held (12 parameters)."""
         self.q, self.fit_gain = q, False
 
+    def _region_ncc(self, m: np.ndarray):
+        """Each region's NCC of the fixed samples with the moving values ``m`` (N,), and
+        what its gradient needs: the centred ``m``, its std per region, which regions have
+        contrast in both images, and their safe denominators."""
+        m_centred = m - self._mean(m)[self.regions]
+        m_std = np.sqrt(self._mean(m_centred**2))
+        denominator = self.fixed_std * m_std
+        valid = denominator > 1e-9 * max(float(self.fixed_std.max()), 1e-30)
+        safe = np.where(valid, denominator, 1.0)
+        ncc = np.where(valid, self._mean(self.fixed_centred * m_centred) / safe, 0.0)
+        return ncc, m_centred, m_std, valid, safe
+
+    def region_scores(self, matrix: np.ndarray) -> np.ndarray:
+        """Each region's NCC under the affine ``matrix`` (4x4), with the gain held."""
+        voxels = self.moving.voxels(self.points @ matrix[:3, :3].T + matrix[:3, 3])
+        m, _ = trilinear(self.moving.data, voxels)
+        if self.terms is not None and self.q is not None:
+            m *= np.exp(-self.terms @ self.q)
+        return self._region_ncc(m)[0]
+
     def __call__(self, p: np.ndarray) -> tuple[float, np.ndarray]:
         """Minus the metric at ``p``, and its gradient."""
         self.evaluations += 1
@@ -252,12 +272,7 @@ class _Objective:
             correction = np.exp(-self.terms @ (p[12:] if self.fit_gain else self.q))
             m *= correction
             gradient *= correction[:, None]
-        m_centred = m - self._mean(m)[self.regions]
-        m_std = np.sqrt(self._mean(m_centred**2))
-        denominator = self.fixed_std * m_std
-        valid = denominator > 1e-9 * max(float(self.fixed_std.max()), 1e-30)
-        safe = np.where(valid, denominator, 1.0)
-        ncc = np.where(valid, self._mean(self.fixed_centred * m_centred) / safe, 0.0)
+        ncc, m_centred, m_std, valid, safe = self._region_ncc(m)
         total = self.weights.sum()
         metric = float((ncc * self.weights).sum() / total)
         # d ncc_r / d m_n = [f_n / (sf sm) - ncc * m_n / sm^2] / n_r   (centred values)
@@ -427,6 +442,45 @@ def refine_affine(
         return initial, report
     report["status"] = "refined"
     return current, report
+
+
+def compare_affines(
+    fixed: Image,
+    moving: Image,
+    candidates: list[np.ndarray],
+    params: RefineParams = RefineParams(),
+    fixed_mask: np.ndarray | None = None,
+    moving_mask: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The refinement's metric for each of ``candidates`` (4x4 affines, fixed -> moving,
+    µm), judged on one set of samples: those of the finest level of ``params``, drawn as
+    the refinement draws them under the first candidate (inside the masks, on the images'
+    own grids). No gain is fitted: a local NCC cube is 4 voxels across, and a smooth
+    illumination gain barely changes inside one.
+
+    Returns ``(scores, weights)``: each candidate's NCC per cube, shape (candidates, cubes),
+    and each cube's weight (its samples times its fixed contrast), so that the metric of
+    candidate ``c`` is ``scores[c] @ weights / weights.sum()`` and the spread of the
+    per-cube differences between two candidates says whether one beats the other beyond
+    the noise. Raises :class:`RefineError` with too few usable samples.
+    """
+    data = (fixed.read((slice(None),) * 3), moving.read((slice(None),) * 3))
+    shrink, sigma = params.shrink_factors[-1], params.smooth_sigmas[-1]
+    fixed_level = _level(data[0], fixed, shrink, sigma)
+    moving_level = _level(data[1], moving, shrink, sigma)
+    start = np.asarray(candidates[0], dtype=float)
+    points, values, regions = _samples(
+        fixed_level, moving_level, start, (fixed_mask, moving_mask), (fixed, moving), params, seed
+    )
+    if len(points) < MIN_SAMPLES:
+        raise RefineError(
+            f"{len(points)} fixed voxels inside the mask map inside the moving image; at least "
+            f"{MIN_SAMPLES} are needed to compare affines"
+        )
+    objective = _Objective(moving_level, points, values, regions, start)
+    scores = np.array([objective.region_scores(np.asarray(c, dtype=float)) for c in candidates])
+    return scores, objective.weights
 
 
 def _parameters_of(objective: _Objective, matrix: np.ndarray) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 Each tile's affine ``L_t`` maps fixed points to where they lie in the moving
 image *already under the global affine* ``G``, so the full transform is
-``T(x) = G(L(x))`` (DESIGN.md). Tiles that fail (too few points or matches,
-degenerate fit, no content) or disagree with their neighbours get the average
-of their neighbours' affines, repeated until every tile has one.
+``T(x) = G(L(x))`` (DESIGN.md). A tile's fitted affine must prove itself: it is
+kept only where it raises the tile's intensity metric beyond noise over the
+identity (``G`` alone), else the identity is kept (:func:`prove_tile`). Tiles
+that fail (too few points or matches, degenerate fit, no content) or disagree
+with their neighbours get the average of their neighbours' affines, repeated
+until every tile has one.
 
 The settled grid of affines becomes the blended field of
 ``bigstream_core.affine_field`` (``L(x) = sum_t w_t(x) L_t(x)``, no seams).
@@ -20,19 +23,30 @@ import pandas as pd
 from scipy import ndimage
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
-from bigstream_core.affine_refine import RefineError, RefineParams, refine_affine
+from bigstream_core.affine_refine import (
+    RefineError,
+    RefineParams,
+    compare_affines,
+    refine_affine,
+)
 from bigstream_core.io import Image, array_image
 from bigstream_core.keypoints import COLUMNS
 from bigstream_core.matching import match_near
 from bigstream_core.neighbourhoods import extract
-from bigstream_core.resample import resample_block
+from bigstream_core.resample import resample_block, source_window
 from bigstream_core.tiling import Tile
 from bigstream_core.transforms import affine_map, apply_affine
 
 # Enough to find a 25 %-inlier set with probability 0.9997; a tile that fails costs no more.
 TILE_RANSAC_TRIALS = 2000
 REPORT_COLUMNS = ["tile", "fixed_points", "moving_points", "matches", "inliers",
-                  "residual_median_um", "status", "refine"]  # fmt: skip
+                  "residual_median_um", "status", "refine", "metric_global", "metric_local",
+                  "decision"]  # fmt: skip
+PROOF_SIGMAS = 2.0
+"""A tile's affine replaces the global affine alone only where it raises the tile's metric
+by more than this many standard errors of the per-cube gains (beyond noise)."""
+SHRINK_SHARES = (1.0, 0.5)
+"""The tile's affine, then the same moved halfway toward the identity, are tried in turn."""
 
 
 def _whole(shape) -> Tile:
@@ -76,6 +90,7 @@ def fit_tile(
     improves.
     """
     row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id, "refine": "off"}
+    row |= {"metric_global": float("nan"), "metric_local": float("nan"), "decision": ""}
     fixed_mask, moving_mask = masks
     if fixed_mask is not None:
         share = float(np.mean(fixed_mask[tile.slices("core")]))
@@ -126,15 +141,89 @@ def fit_tile(
     row["residual_median_um"] = float(
         np.median(residuals(matrix, fixed_um[inliers], moving_um[inliers]))
     )
-    if (params.get("refine") or {}).get("enabled"):
-        tile_masks = [None if fixed_mask is None else np.asarray(fixed_mask[region]) != 0, inside]
+    fixed_tile_mask = None if fixed_mask is None else np.asarray(fixed_mask[region]) != 0
+    refine = params.get("refine") or {}
+    if refine.get("enabled"):
+        moving_tile_mask = inside
         if moving_mask is not None:
             mask_image = array_image(moving_mask, moving.spacing, moving.origin)
-            tile_masks[1] = inside & resample_block(
+            moving_tile_mask = inside & resample_block(
                 mask_image, affine_map(global_affine), region, fixed.spacing, fixed.origin, order=0
             ).astype(bool)
+        tile_masks = (fixed_tile_mask, moving_tile_mask)
         matrix, row["refine"] = _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed)
-    return matrix, row | {"status": "ok"}
+    window = _moving_window(moving, global_affine, fixed_tile)
+    core = core_mask(tile)  # judged where the tile's affine rules
+    masks = (core if fixed_tile_mask is None else core & fixed_tile_mask,
+             None if moving_mask is None else moving_mask[window[1]])  # fmt: skip
+    matrix, proof = prove_tile(fixed_tile, window[0], global_affine, matrix, refine, masks, seed)
+    return matrix, row | proof | {"status": "ok"}
+
+
+def core_mask(tile: Tile) -> np.ndarray:
+    """True on the tile's core, on the grid of its halo (bool, z y x)."""
+    mask = np.zeros(tuple(stop - start for start, stop in tile.halo), dtype=bool)
+    mask[
+        tuple(slice(a - h, b - h) for (a, b), (h, _) in zip(tile.core, tile.halo, strict=True))
+    ] = True
+    return mask
+
+
+def _moving_window(moving: Image, global_affine: np.ndarray, fixed_tile: Image):
+    """The region of ``moving`` that the global affine maps ``fixed_tile`` onto (plus 2
+    voxels), in memory and placed where it lies, and its slices."""
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in fixed_tile.shape])))
+    points = np.asarray(fixed_tile.origin) + corners * np.asarray(fixed_tile.spacing)
+    voxels = ((apply_affine(global_affine, points) - np.asarray(moving.origin))
+              / np.asarray(moving.spacing)).T  # fmt: skip
+    window = source_window(moving, voxels, 2) or tuple(slice(0, 1) for _ in moving.shape)
+    return _region_image(moving.read(window), moving, window), window
+
+
+def prove_tile(
+    fixed_tile: Image,
+    moving: Image,
+    global_affine: np.ndarray,
+    matrix: np.ndarray,
+    refine: dict,
+    masks=(None, None),
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """The affine a tile keeps: its own ``matrix`` (or the same moved halfway toward the
+    identity, :data:`SHRINK_SHARES`) only where it raises the tile's metric beyond noise
+    over the identity, which is the global affine alone; else the identity.
+
+    ``matrix`` acts before ``global_affine`` (``T = G L``); each candidate ``G L`` is judged
+    on the moving image itself (``moving``: at least the part ``G`` maps the tile onto), so
+    every candidate's values are interpolated once. The metric is the refinement's (local
+    NCC per cube, ``refine`` config block, its finest level), every candidate on the same
+    samples, inside ``masks`` (fixed: on the tile's grid; moving: on ``moving``'s).
+    "Beyond noise": the weighted mean of the per-cube NCC gains over the identity exceeds
+    :data:`PROOF_SIGMAS` standard errors. Returns the affine and the report fields
+    ``metric_global``, ``metric_local`` (the tile's own affine) and ``decision``.
+    """
+    params = RefineParams.from_config(refine)
+    identity = np.eye(4)
+    candidates = [identity] + [identity + share * (matrix - identity) for share in SHRINK_SHARES]
+    try:
+        scores, weights = compare_affines(
+            fixed_tile, moving, [global_affine @ c for c in candidates], params, *masks, seed=seed
+        )
+    except RefineError as error:
+        return identity, {"decision": f"global: the tile's metric cannot be measured ({error})"}
+    share = weights / weights.sum()
+    metrics = scores @ share
+    report = {"metric_global": round(float(metrics[0]), 6)}
+    report["metric_local"] = round(float(metrics[1]), 6)
+    gains = scores[1:] - scores[0]
+    mean = gains @ share
+    spread = np.sqrt(((gains - mean[:, None]) ** 2) @ share**2)
+    best = int(np.argmax(metrics[1:]))
+    if mean[best] > PROOF_SIGMAS * spread[best]:
+        kind = "local" if SHRINK_SHARES[best] == 1 else f"local x {SHRINK_SHARES[best]}"
+        return candidates[best + 1], report | {"decision": kind}
+    reason = f"gain {mean[best]:+.2g} within {PROOF_SIGMAS:g} x {spread[best]:.2g} of noise"
+    return identity, report | {"decision": f"global: the tile's affine does not help ({reason})"}
 
 
 def _strongest_usable(

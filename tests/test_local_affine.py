@@ -9,11 +9,18 @@ from bigstream_core import keypoints as keypoint_module
 from bigstream_core.accuracy import evaluate, foreground_ncc
 from bigstream_core.affine_field import LocalAffineField, field_from_grid
 from bigstream_core.api import apply_local_affines, ransac_affine, tiled_ransac_affine
-from bigstream_core.global_affine import strongest
+from bigstream_core.global_affine import image_keypoints, strongest
 from bigstream_core.io import array_image, open_image
 from bigstream_core.keypoints import keypoint_grid, tile_keypoints
-from bigstream_core.local_affine import fill_missing, find_outliers, fit_tile, keypoint_regions
-from bigstream_core.phantom import GroundTruth
+from bigstream_core.local_affine import (
+    core_mask,
+    fill_missing,
+    find_outliers,
+    fit_tile,
+    keypoint_regions,
+    prove_tile,
+)
+from bigstream_core.phantom import GroundTruth, another_round, preset, write_pair
 from bigstream_core.tiling import overlap_voxels, tile_grid, tiles_meeting
 from bigstream_core.transforms import affine_map, chain
 
@@ -151,6 +158,45 @@ def test_a_tile_fits_on_the_global_key_points_near_it_and_detects_none(deformed,
         with_near = fit_tile(fixed, moving, affine, tile, tuple(near), params)
         assert with_all[1] == with_near[1], tile.id  # the same points, matches and inliers
         assert np.array_equal(with_all[0], with_near[0]) and with_near[1]["status"] == "ok"
+
+
+@pytest.mark.parametrize("round_", ["same round", "another round"])
+def test_on_a_pure_affine_the_local_stage_adds_nothing_and_loses_nothing(tmp_path, round_):
+    # the truth is an affine: per-tile RANSAC fits can only add noise (before the tiles had to
+    # prove themselves they did: TRE 0.058 -> 0.111 um on the same-round pair)
+    spec = preset("small") if round_ == "same round" else another_round(preset("small"))
+    write_pair(tmp_path, spec, ome_zarr=False)
+    fixed, moving = (open_image(tmp_path / f"{role}.n5", "lowres") for role in ("fixed", "moving"))
+    truth = GroundTruth.from_json(tmp_path / "truth.json")
+    affine = ransac_affine(fixed, moving, None, None, **KEYPOINTS, cc_radius=8)
+    local, report = tiled_ransac_affine(
+        fixed, moving, None, None, **LOCAL, global_affine=affine, return_report=True
+    )
+    global_only, field = affine_map(affine), apply_local_affines_transform(local, fixed, affine)
+    before = evaluate(global_only, truth, fixed, moving)["mean_um"]
+    after = evaluate(field, truth, fixed, moving)["mean_um"]
+    assert after <= 1.05 * before, (before, after, report)
+    assert foreground_ncc(fixed, moving, field) >= foreground_ncc(fixed, moving, global_only)
+
+
+def test_a_tile_keeps_the_global_affine_unless_its_own_proves_better(deformed):
+    fixed, moving, _, affine = deformed
+    tile = tile_grid(fixed.shape, LOCAL["blocksize"], overlap_voxels(LOCAL["blocksize"], 0.25))[6]
+    region = tile.slices("halo")
+    origin = np.asarray(fixed.origin) + [s.start for s in region] * np.asarray(fixed.spacing)
+    fixed_tile = array_image(fixed.read(region), fixed.spacing, tuple(origin))
+    core = core_mask(tile)
+    keypoints = tuple(image_keypoints(image, 1.5, 5, 10, 8) for image in (fixed, moving))
+    params = {key: LOCAL[key] for key in ("cc_radius", "match_threshold", "min_matches")}
+    params |= {"nspots": 2000, "align_threshold": 2.0, "search_radius": 8.0}
+    fitted, row = fit_tile(fixed, moving, affine, tile, keypoints, params)
+    assert row["decision"] == "local" and row["metric_local"] > row["metric_global"], row
+    wrong = shift(x=2.0)  # a tile affine 2 um (1.1 voxel) off
+    kept, proof = prove_tile(fixed_tile, moving, affine, wrong, {}, (core, None))
+    assert np.array_equal(kept, np.eye(4)) and proof["decision"].startswith("global"), proof
+    assert proof["metric_local"] < proof["metric_global"]
+    right, proof = prove_tile(fixed_tile, moving, affine, fitted, {}, (core, None))
+    assert np.array_equal(right, fitted) and proof["decision"] == "local"
 
 
 def test_empty_and_corrupted_tiles_are_filled_and_reported(deformed):
