@@ -34,4 +34,25 @@ def run_summary(out_dir: str, grids: dict[str, list[Tile]]) -> str:
                 "    {transform}: TRE mean {mean_um:.2f} um, p95 {p95_um:.2f} um, "
                 "max {max_um:.2f} um over {n_points} points; NCC {ncc_fg:.3f}".format(**stage)
             )
+    lines += stage_ncc_lines(os.path.join(out_dir, "qc", "metrics.tsv"))
     return "\n".join(lines)
+
+
+def stage_ncc_lines(metrics_path: str) -> list[str]:
+    """The QC's NCC over the fixed foreground after each stage, side by side, and a warning
+    for each stage that lowered it (nothing when the run made no QC table)."""
+    if not os.path.exists(metrics_path):
+        return []
+    import pandas as pd  # here: the summary of a run without QC needs no pandas
+
+    ncc = pd.read_csv(metrics_path, sep="\t").set_index("stage")["ncc_fg_mid_planes"].dropna()
+    lines = ["  NCC over the fixed foreground (mid-planes, " + metrics_path + "):"]
+    lines.append("    " + ", ".join(f"{stage} {value:.4f}" for stage, value in ncc.items()))
+    steps = list(ncc.items())
+    for (earlier, before), (stage, after) in zip(steps, steps[1:], strict=False):
+        if after < before:
+            lines.append(
+                f"  WARNING: {stage} lowered the NCC over the fixed foreground ({earlier} "
+                f"{before:.4f} -> {after:.4f}); see the stage's report"
+            )
+    return lines

@@ -11,6 +11,7 @@ import pytest
 from bigstream_core.io import array_image
 from bigstream_core.qc_planes import DisplayGrid, sample_plane
 from bigstream_core.qc_views import foreground_ncc, tile_grid
+from bigstream_core.summary import stage_ncc_lines
 
 
 def volume(shape=(40, 150, 170), seed=0) -> np.ndarray:
@@ -82,3 +83,21 @@ def test_a_report_column_becomes_a_grid_of_tiles():
     assert grid.shape == (2, 2, 3)
     assert grid[0, 0, 0] == 5 and grid[1, 0, 2] == 7
     assert np.isnan(grid[0, 1, 1]) and np.isnan(grid[1, 1, 1])
+
+
+def test_the_run_summary_warns_when_a_stage_lowered_the_ncc(tmp_path):
+    path = tmp_path / "metrics.tsv"
+    stages = ["before", "global affine", "local affines", "aligned (all stages)"]
+    pd.DataFrame({"stage": stages, "ncc_fg_mid_planes": [0.30, 0.575, 0.550, 0.62]}).to_csv(
+        path, sep="\t", index=False
+    )
+    lines = stage_ncc_lines(str(path))
+    assert "global affine 0.5750, local affines 0.5500" in lines[1]
+    warnings = [line for line in lines if "WARNING" in line]
+    assert len(warnings) == 1 and "local affines lowered" in warnings[0]
+    assert "0.5750 -> 0.5500" in warnings[0]
+    pd.DataFrame({"stage": stages, "ncc_fg_mid_planes": [0.30, 0.55, 0.575, 0.62]}).to_csv(
+        path, sep="\t", index=False
+    )
+    assert not [line for line in stage_ncc_lines(str(path)) if "WARNING" in line]
+    assert stage_ncc_lines(str(tmp_path / "none.tsv")) == []
