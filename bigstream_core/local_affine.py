@@ -49,11 +49,6 @@ SHRINK_SHARES = (1.0, 0.5)
 """The tile's affine, then the same moved halfway toward the identity, are tried in turn."""
 
 
-def _whole(shape) -> Tile:
-    box = tuple((0, n) for n in shape)
-    return Tile(index=(0, 0, 0), core=box, halo=box)
-
-
 def _region_image(data: np.ndarray, image: Image, region) -> Image:
     """A region of ``image`` held in memory, placed where it lies (µm)."""
     start = np.array([s.start for s in region])
