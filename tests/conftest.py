@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,22 @@ def tiny_pair(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_pair")
     write_pair(out, preset("tiny"))
     return out
+
+
+@pytest.fixture(scope="session")
+def tutorial(tmp_path_factory) -> dict:
+    """docs/tutorial.py's namespace after a whole run into a temporary folder, once per
+    session: it writes the demo's pair (``DATA``), registers it with the Python API step by
+    step, then runs config/demo.yaml (``config``) through the workflow. tests/test_tutorial.py
+    checks the script; tests/test_workflow.py checks that workflow run."""
+    work = tmp_path_factory.mktemp("tutorial")
+    script = ROOT / "docs" / "tutorial.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--work", str(work), "--figures", str(work / "figures")]
+    try:
+        return runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,18 +60,6 @@ def test_the_figures_on_the_page_are_checked_in():
     for name in names:
         data = (DOCS / "figures" / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name
-
-
-@pytest.fixture(scope="module")
-def tutorial(tmp_path_factory) -> dict:
-    """The script's namespace after a whole run into a temporary folder."""
-    work = tmp_path_factory.mktemp("tutorial")
-    argv = sys.argv
-    sys.argv = [str(SCRIPT), "--work", str(work), "--figures", str(work / "figures")]
-    try:
-        return runpy.run_path(str(SCRIPT), run_name="__main__")
-    finally:
-        sys.argv = argv
 
 
 def best_affine_tre(namespace) -> float:

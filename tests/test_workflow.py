@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -31,7 +33,6 @@ from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
 from tests.conftest import (
     SNAKEMAKE_ENV,
-    demo_config,
     digest,
     pair_config,
     run_snakemake,
@@ -43,14 +44,25 @@ WHOLE = (slice(None),) * 3
 
 
 @pytest.fixture(scope="module")
-def finished_run(deformed_pair, tmp_path_factory):
-    """One complete run of the workflow on the demo's pair, with the demo's parameters."""
+def demo_pair(tutorial) -> Path:
+    """The demo's pair as docs/tutorial.py wrote it (conftest's ``deformed_pair`` spec)."""
+    return Path(tutorial["DATA"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tutorial, demo_pair, tmp_path_factory):
+    """One complete run of the workflow on the demo's pair, with the demo's parameters: the
+    run docs/tutorial.py makes (config/demo.yaml with its paths, through the snakemake CLI and
+    profiles/local; tests/test_tutorial.py checks its stages against the API's), run again
+    here with point tables to carry across, which adds only the jobs those need (the inverse
+    field, the points). Its results are in ``config["output_dir"]``."""
     work = tmp_path_factory.mktemp("run")
-    config = pair_config(deformed_pair, work / "results", **demo_config())
+    config = copy.deepcopy(tutorial["config"])
+    assert Path(config["fixed"]["path"]).parent == demo_pair
     # spots to carry across: fixed foreground points, and where they truly lie in the moving
-    truth = GroundTruth.from_json(deformed_pair / "truth.json")
-    fixed = open_image(deformed_pair / "fixed.n5", "highres")
-    points = foreground_points(fixed, truth, open_image(deformed_pair / "moving.n5", "highres"))
+    truth = GroundTruth.from_json(demo_pair / "truth.json")
+    fixed = open_image(demo_pair / "fixed.n5", "highres")
+    points = foreground_points(fixed, truth, open_image(demo_pair / "moving.n5", "highres"))
     cells = pd.DataFrame({"z": points[:, 0], "y": points[:, 1], "x": points[:, 2]})
     cells["id"] = np.arange(len(cells))
     cells.to_parquet(work / "cells.parquet")
@@ -63,7 +75,27 @@ def finished_run(deformed_pair, tmp_path_factory):
     ]
     result = run_snakemake(work, config)
     assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "rule warp_points:" in log and "rule deform_block:" not in log  # the tutorial's run
     return work, config, result
+
+
+# The stages before the deformation, which the runs that vary how the deformation and the
+# resampling are run take from the finished run instead of computing them again.
+BEFORE_DEFORM = ("plan", "masks", "global", "local")
+
+
+def start_at_the_deformation(finished: Path, results: Path) -> list[str]:
+    """Copy the finished run's stages before the deformation into ``results`` (with their
+    modification times: a run into ``results`` takes them as done) and return the targets
+    of the deformation and after that the tests compare: the field, its inverse, the
+    per-block report and the aligned image (not the QC, accuracy and points jobs)."""
+    for stage in BEFORE_DEFORM:
+        if (finished / stage).exists():
+            shutil.copytree(finished / stage, results / stage)
+    names = ("transform/field.json", "transform/inverse_field.json", "deform/report.tsv",
+             "aligned/complete.json")  # fmt: skip
+    return [str(results / name) for name in names]
 
 
 def foreground_points(image, truth, moving):
@@ -110,20 +142,21 @@ def test_the_cluster_profiles_plan_the_whole_run(tiny_pair, tmp_path, profile):
         assert f"rule {rule}:" in result.stdout, rule
 
 
-def test_plan_records_images_in_zyx_and_the_grids(finished_run, deformed_pair):
-    work, config, _ = finished_run
-    plan = json.loads((work / "results" / "plan" / "images.json").read_text())
+def test_plan_records_images_in_zyx_and_the_grids(finished_run, demo_pair):
+    _, config, _ = finished_run
+    results = Path(config["output_dir"])
+    plan = json.loads((results / "plan" / "images.json").read_text())
     for role in ("fixed", "moving"):
         for level in ("lowres", "highres"):
-            image = open_image(deformed_pair / f"{role}.n5", level)
+            image = open_image(demo_pair / f"{role}.n5", level)
             recorded = plan["images"][role][level]
             assert recorded["shape"] == list(image.shape)
             assert recorded["spacing_um"] == pytest.approx(image.spacing)
     # the N5 attributes are x, y, z; the plan is z, y, x
-    attrs = json.loads((deformed_pair / "fixed.n5" / "highres" / "attributes.json").read_text())
+    attrs = json.loads((demo_pair / "fixed.n5" / "highres" / "attributes.json").read_text())
     assert plan["images"]["fixed"]["highres"]["shape"] == attrs["dimensions"][::-1]
-    grid = pd.read_csv(work / "results" / "plan" / "grid_keypoints_moving.tsv", sep="\t")
-    lowres = open_image(deformed_pair / "moving.n5", "lowres")
+    grid = pd.read_csv(results / "plan" / "grid_keypoints_moving.tsv", sep="\t")
+    lowres = open_image(demo_pair / "moving.n5", "lowres")
     blocksize, halo = config["global_affine"]["blocksize"], 10  # 2 * max_radius
     expected = tile_grid(lowres.shape, blocksize, (halo,) * 3)
     assert len(expected) > 1
@@ -133,12 +166,12 @@ def test_plan_records_images_in_zyx_and_the_grids(finished_run, deformed_pair):
     assert plan["provenance"]["versions"]["bigstream-workflow"]
 
 
-def test_each_stage_brings_the_images_closer(finished_run, deformed_pair):
-    work, _, _ = finished_run
-    results = work / "results"
-    truth = GroundTruth.from_json(deformed_pair / "truth.json")
-    fixed = open_image(deformed_pair / "fixed.n5", "highres")
-    moving = open_image(deformed_pair / "moving.n5", "highres")
+def test_each_stage_brings_the_images_closer(finished_run, demo_pair):
+    _, config, _ = finished_run
+    results = Path(config["output_dir"])
+    truth = GroundTruth.from_json(demo_pair / "truth.json")
+    fixed = open_image(demo_pair / "fixed.n5", "highres")
+    moving = open_image(demo_pair / "moving.n5", "highres")
     points = foreground_points(fixed, truth, moving)
     affine = read_affine(results / "global" / "affine.txt")
     full = chain(affine_map(affine), read_field(results / "local" / "field.json"))
@@ -188,53 +221,55 @@ def test_each_stage_brings_the_images_closer(finished_run, deformed_pair):
     assert (deform["ncc_after"] >= deform["ncc_before"]).all()
 
 
-def test_points_are_carried_both_ways(finished_run, deformed_pair):
-    work, _, _ = finished_run
-    truth = GroundTruth.from_json(deformed_pair / "truth.json")
-    voxel = float(np.mean(open_image(deformed_pair / "fixed.n5", "highres").spacing))
+def test_points_are_carried_both_ways(finished_run, demo_pair):
+    work, config, _ = finished_run
+    results = Path(config["output_dir"])
+    truth = GroundTruth.from_json(demo_pair / "truth.json")
+    voxel = float(np.mean(open_image(demo_pair / "fixed.n5", "highres").spacing))
     cells = pd.read_parquet(work / "cells.parquet")
-    in_moving = pd.read_parquet(work / "results" / "points" / "cells_in_moving.parquet")
+    in_moving = pd.read_parquet(results / "points" / "cells_in_moving.parquet")
     assert list(in_moving.columns) == list(cells.columns) and list(in_moving["id"]) == list(
         cells["id"]
     )
     xyz = ["z", "y", "x"]
     error = np.linalg.norm(in_moving[xyz].to_numpy() - truth(cells[xyz].to_numpy()), axis=1)
     assert error.mean() < 0.25 * voxel
-    in_fixed = pd.read_csv(work / "results" / "points" / "spots_in_fixed.csv")
+    in_fixed = pd.read_csv(results / "points" / "spots_in_fixed.csv")
     assert list(in_fixed.columns) == ["id", "z", "y", "x"]
     error = np.linalg.norm(in_fixed[xyz].to_numpy() - cells[xyz].to_numpy(), axis=1)
     assert error.mean() < 0.25 * voxel
 
 
-def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, deformed_pair):
-    work, _, result = finished_run
-    store = work / "results" / "aligned.ome.zarr"
+def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, demo_pair):
+    _, config, result = finished_run
+    results = Path(config["output_dir"])
+    store = results / "aligned.ome.zarr"
     OmeImage.from_zarr(zarr.open_group(store, mode="r"))  # valid OME-NGFF 0.4
     aligned = open_image(store)
-    fixed = open_image(deformed_pair / "fixed.n5", "highres")
-    moving = open_image(deformed_pair / "moving.n5", "highres")
+    fixed = open_image(demo_pair / "fixed.n5", "highres")
+    moving = open_image(demo_pair / "moving.n5", "highres")
     assert aligned.shape == fixed.shape and aligned.dtype == moving.dtype
     assert aligned.spacing == pytest.approx(fixed.spacing)
     # the moving image pulled through the TRUE transform is what the result should look like
-    truth = GroundTruth.from_json(deformed_pair / "truth.json")
+    truth = GroundTruth.from_json(demo_pair / "truth.json")
     ideal = resample(moving, truth, fixed.shape, fixed.spacing, fixed.origin).compute()
     data = aligned.read(WHOLE).astype(float)
     inside = (data > 0) & (ideal > 0)
     assert np.corrcoef(data[inside], ideal[inside].astype(float))[0, 1] > 0.97
     # every block manifest describes exactly what is in the store
-    complete = json.loads((work / "results" / "aligned" / "complete.json").read_text())
+    complete = json.loads((results / "aligned" / "complete.json").read_text())
     level = zarr.open_array(store, path="0", mode="r")
     for block in complete["blocks"]:
         region = tuple(slice(*bounds) for bounds in block["core"])
         digest = hashlib.sha256(np.ascontiguousarray(level[region]).tobytes()).hexdigest()
         assert digest == block["sha256"], block["tile"]
-    assert "TRE mean" in result.stdout and str(work / "results") in result.stdout
+    assert "TRE mean" in result.stdout and str(results) in result.stdout
     # provenance: versions, the full config, and the inputs as they were read
     record = zarr.open_group(store, mode="r").attrs["bigstream"]
     assert record["versions"]["snakemake"] and record["config"]["resample"]["order"] == 1
     assert record["inputs"]["moving"]["highres"]["shape"] == list(moving.shape)
     assert record["inputs"]["fixed"]["lowres"]["spacing_um"] == list(
-        open_image(deformed_pair / "fixed.n5", "lowres").spacing
+        open_image(demo_pair / "fixed.n5", "lowres").spacing
     )
 
 
@@ -267,7 +302,7 @@ def test_the_qc_report_shows_the_images_come_together(finished_run, tmp_path):
     ncc = metrics["ncc_fg_mid_planes"]
     assert ncc["before"] < ncc["global affine"] < ncc["aligned (all stages)"]
     assert ncc["aligned (all stages)"] > 0.95
-    accuracy = json.loads((work / "results" / "qc" / "accuracy.json").read_text())
+    accuracy = json.loads((Path(config["output_dir"]) / "qc" / "accuracy.json").read_text())
     tre = [row["mean_um"] for row in accuracy["stages"]]
     assert metrics["tre_mean_um"].tolist() == pytest.approx(tre, rel=1e-12)
     assert metrics.loc["global affine", "inliers"] > 0
@@ -286,7 +321,7 @@ def test_rerun_does_nothing(finished_run):
 
 def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
     work, config, _ = finished_run
-    results = work / "results"
+    results = Path(config["output_dir"])
     level = zarr.open_array(results / "aligned.ome.zarr", path="0", mode="r+")
     before = hashlib.sha256(level[WHOLE].tobytes()).hexdigest()
     # a run killed during resampling: two blocks had written garbage into their chunks but
@@ -310,35 +345,40 @@ def test_blocks_batched_per_job_give_the_same_bytes_with_fewer_jobs(finished_run
     """`blocks_per_job` only changes how blocks are bundled into jobs: the field, its
     inverse and the result are the same bytes as one block per job, and the per-block
     reports the same blocks."""
-    work, config, _ = finished_run
-    config = {**config, "output_dir": str(tmp_path / "results"),
+    _, config, _ = finished_run
+    once, batched = Path(config["output_dir"]), tmp_path / "results"  # one block per job, batched
+    config = {**config, "output_dir": str(batched),
               "deform": {**config["deform"], "blocks_per_job": [1, 2, 2]},
-              "resample": {"blocks_per_job": [2, 2, 1]}}  # fmt: skip
-    result = run_snakemake(tmp_path, config)
+              "resample": {**config["resample"], "blocks_per_job": [2, 2, 2]}}  # fmt: skip
+    result = run_snakemake(tmp_path, config, *start_at_the_deformation(once, batched))
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("transform/field.zarr", "transform/inverse_field.zarr"):
-        assert digest(tmp_path / "results" / name) == digest(work / "results" / name), name
-    aligned = Path("results", "aligned.ome.zarr")
-    assert digest(tmp_path / aligned, "0") == digest(work / aligned, "0")
-    blocks = {run: len(list((run / "results" / "deform" / "blocks").glob("*/*.npy")))
-              for run in (work, tmp_path)}  # fmt: skip
-    assert blocks[tmp_path] == blocks[work] > 1
-    jobs = {run: {rule: len(list((run / "results" / "benchmarks" / rule).rglob("*.tsv")))
+        assert digest(batched / name) == digest(once / name), name
+    assert digest(batched / "aligned.ome.zarr", "0") == digest(once / "aligned.ome.zarr", "0")
+    blocks = {run: len(list((run / "deform" / "blocks").glob("*/*.npy")))
+              for run in (once, batched)}  # fmt: skip
+    assert blocks[batched] == blocks[once] > 1
+    jobs = {run: {rule: len(list((run / "benchmarks" / rule).rglob("*.tsv")))
                   for rule in ("deform_block", "stitch_field", "invert_field", "resample_block")}
-            for run in (work, tmp_path)}  # fmt: skip
-    for rule, count in jobs[tmp_path].items():
-        assert 0 < count < jobs[work][rule], (rule, jobs)
-    reports = [pd.read_csv(run / "results" / "deform" / "report.tsv", sep="\t")
-               for run in (work, tmp_path)]  # fmt: skip
+            for run in (once, batched)}  # fmt: skip
+    for rule, count in jobs[batched].items():
+        assert 0 < count < jobs[once][rule], (rule, jobs)
+    reports = [pd.read_csv(run / "deform" / "report.tsv", sep="\t")
+               for run in (once, batched)]  # fmt: skip
     columns = ["tile", "ncc_before", "ncc_after"]
     pd.testing.assert_frame_equal(reports[0][columns], reports[1][columns])
 
 
 def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, tmp_path):
-    work, config, _ = finished_run
-    config = {**config, "output_dir": str(tmp_path / "results")}
-    blocks = tmp_path / "results" / "deform" / "blocks"
-    command = snakemake_command(tmp_path, config)
+    _, config, _ = finished_run
+    finished_run_results, results = Path(config["output_dir"]), tmp_path / "results"
+    # resampling 8 blocks a job, which gives the same bytes (the test above): a shorter
+    # run after the kill, whose deformation keeps one block per job
+    config = {**config, "output_dir": str(results),
+              "resample": {**config["resample"], "blocks_per_job": [2, 2, 2]}}  # fmt: skip
+    blocks = results / "deform" / "blocks"
+    targets = start_at_the_deformation(finished_run_results, results)
+    command = snakemake_command(tmp_path, config, *targets)
     process = subprocess.Popen(command, env=SNAKEMAKE_ENV, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 500
@@ -349,23 +389,23 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
     process.wait()
     # one block per job (the default blocks_per_job): a block's folder is named as the block
     finished = {path.stem: path.stat().st_mtime_ns for path in blocks.glob("*/*.json")}
-    total = len(list((work / "results" / "deform" / "blocks").glob("*/*.json")))
+    total = len(list((finished_run_results / "deform" / "blocks").glob("*/*.json")))
     assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"
-    assert not (tmp_path / "results" / "aligned" / "complete.json").exists()
+    assert not (results / "aligned" / "complete.json").exists()
     assert run_snakemake(tmp_path, config, "--unlock").returncode == 0  # the killed run's lock
-    result = run_snakemake(tmp_path, config)
+    result = run_snakemake(tmp_path, config, *targets)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 0 < log.count("rule deform_block:") < total
     kept = [tile for tile, mtime in finished.items()
             if (blocks / tile / f"{tile}.json").stat().st_mtime_ns == mtime]  # fmt: skip
     assert kept, "every finished block was computed again"
-    for run in (work, tmp_path):
-        assert (run / "results" / "aligned" / "complete.json").exists()
+    for run in (finished_run_results, results):
+        assert (run / "aligned" / "complete.json").exists()
     for name in ("transform/field.zarr", "transform/inverse_field.zarr"):
-        assert digest(tmp_path / "results" / name) == digest(work / "results" / name), name
-    assert digest(tmp_path / "results" / "aligned.ome.zarr", "0") == digest(
-        work / "results" / "aligned.ome.zarr", "0"
+        assert digest(results / name) == digest(finished_run_results / name), name
+    assert digest(results / "aligned.ome.zarr", "0") == digest(
+        finished_run_results / "aligned.ome.zarr", "0"
     )
 
 
