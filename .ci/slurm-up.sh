@@ -9,6 +9,10 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     slurmctld slurmd slurm-client munge
 fi
+# Daemons and job state left by an earlier run at this root (a killed CI, a second run on the
+# same machine) would recover its jobs and hold the node busy: stop them, start from nothing.
+bash "$(dirname "$0")/slurm-down.sh"
+rm -rf "$ROOT"/{state,spool,run,log}
 mkdir -p "$ROOT"/{etc,munge,state,spool,log,run}
 chmod 755 "$ROOT/munge"  # munged refuses a socket folder without o+x
 if [ ! -f "$ROOT/munge/munge.key" ]; then
@@ -53,7 +57,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 # The jobstep plugin drops SLURM_CONF before its inner srun: the config must be the default one.
 mkdir -p /etc/slurm && cp "$ROOT/etc/slurm.conf" /etc/slurm/slurm.conf
-slurmctld -D -i > "$ROOT/log/slurmctld.out" 2>&1 &
+slurmctld -D -c -i > "$ROOT/log/slurmctld.out" 2>&1 &
 slurmd -D > "$ROOT/log/slurmd.out" 2>&1 &
 for _ in $(seq 120); do
   if sinfo -h -o %T 2>/dev/null | grep -qx idle; then
