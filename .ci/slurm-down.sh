@@ -4,9 +4,8 @@
 ROOT=${BSW_SLURM_ROOT:-/tmp/bsw-slurm}
 pids=()
 for pidfile in "$ROOT/run/slurmd.pid" "$ROOT/run/slurmctld.pid" "$ROOT/munge/munged.pid"; do
-  if [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
-    pids+=("$(cat "$pidfile")")
-  fi
+  pid=$(cat "$pidfile" 2>/dev/null) || continue
+  kill "$pid" 2>/dev/null && pids+=("$pid")
 done
 for _ in $(seq 40); do
   alive=0

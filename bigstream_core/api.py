@@ -50,7 +50,7 @@ from bigstream_core.global_affine import (
     strongest,
 )
 from bigstream_core.io import Image, array_image, write_ome_zarr
-from bigstream_core.local_affine import fit_tile, settle_tiles
+from bigstream_core.local_affine import fit_tile, prove_filled, settle_tiles
 from bigstream_core.masks import check_mask
 from bigstream_core.resample import resample
 from bigstream_core.tiling import block_chunks, neighbours, overlap_voxels, tile_grid
@@ -195,6 +195,7 @@ def tiled_ransac_affine(
     outlier_tolerance: float = 5.0,
     seed: int = 0,
     return_report: bool = False,
+    refine=None,
 ):
     """One affine per overlapping tile, on top of ``global_affine`` (4x4, default identity).
 
@@ -203,7 +204,12 @@ def tiled_ransac_affine(
     4, 4) of affines mapping fixed points into the moving image *under the
     global affine* (µm, z y x); tiles that fail or disagree with their
     neighbours by more than ``outlier_tolerance`` µm hold the average of their
-    neighbours. With ``return_report=True`` also a table, one row per tile.
+    neighbours. Every tile's affine, fitted or filled, is kept only where it raises the
+    tile's metric beyond noise, else the tile keeps the identity (the global affine
+    alone). With ``return_report=True`` also a table, one row per tile.
+    ``refine``: the ``local_affine.refine`` config block (fields of
+    :class:`~bigstream_core.affine_refine.RefineParams` and ``enabled``); it also sets the
+    metric on which each tile proves its affine (:func:`~bigstream_core.local_affine.prove_tile`).
 
     Key points are detected once per image, as the workflow's global stage does, and each
     tile matches its ``nspots`` strongest of them.
@@ -216,7 +222,7 @@ def tiled_ransac_affine(
     params = {
         "nspots": nspots, "cc_radius": cc_radius, "match_threshold": match_threshold,
         "align_threshold": align_threshold, "search_radius": search_radius,
-        "min_matches": min_matches,
+        "min_matches": min_matches, "refine": dict(refine or {}),
     }  # fmt: skip
     keypoints = tuple(
         image_keypoints(image, min_radius, max_radius, num_sigma_max, cc_radius)
@@ -229,7 +235,13 @@ def tiled_ransac_affine(
             fixed, moving, global_affine, tile, keypoints, params, seed
         )
         rows.append(row)
-    affines, report = settle_tiles(results, pd.DataFrame(rows), tiles, fixed, outlier_tolerance)
+
+    def prove(tile, matrix):
+        return prove_filled(fixed, moving, global_affine, tile, matrix, params["refine"], seed=seed)
+
+    affines, report = settle_tiles(
+        results, pd.DataFrame(rows), tiles, fixed, outlier_tolerance, prove
+    )
     return (affines, report) if return_report else affines
 
 

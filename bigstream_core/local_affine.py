@@ -81,8 +81,8 @@ def fit_tile(
     the fixed and moving foreground on their images' grids (or None); a tile whose core
     has less than ``min_foreground`` (a fraction) of fixed foreground is skipped. With
     ``params["refine"]["enabled"]`` the RANSAC affine is refined by intensities
-    (:mod:`bigstream_core.affine_refine`) inside the masks and kept unless the metric
-    improves.
+    (:mod:`bigstream_core.affine_refine`) on the tile's core inside the masks, where it is
+    judged, and kept unless the metric improves.
     """
     row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id, "refine": "off"}
     row |= {"metric_global": float("nan"), "metric_local": float("nan"), "decision": ""}
@@ -136,7 +136,7 @@ def fit_tile(
     row["residual_median_um"] = float(
         np.median(residuals(matrix, fixed_um[inliers], moving_um[inliers]))
     )
-    fixed_tile_mask = None if fixed_mask is None else np.asarray(fixed_mask[region]) != 0
+    core = _judged_voxels(tile, fixed_mask)  # refined and judged where the tile's affine rules
     refine = params.get("refine") or {}
     if refine.get("enabled"):
         moving_tile_mask = inside
@@ -145,14 +145,47 @@ def fit_tile(
             moving_tile_mask = inside & resample_block(
                 mask_image, affine_map(global_affine), region, fixed.spacing, fixed.origin, order=0
             ).astype(bool)
-        tile_masks = (fixed_tile_mask, moving_tile_mask)
+        tile_masks = (core, moving_tile_mask)
         matrix, row["refine"] = _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed)
-    window = _moving_window(moving, global_affine, fixed_tile)
-    core = core_mask(tile)  # judged where the tile's affine rules
-    masks = (core if fixed_tile_mask is None else core & fixed_tile_mask,
-             None if moving_mask is None else moving_mask[window[1]])  # fmt: skip
-    matrix, proof = prove_tile(fixed_tile, window[0], global_affine, matrix, refine, masks, seed)
+    matrix, proof = _proved(fixed_tile, moving, global_affine, tile, matrix, refine, masks, seed)
     return matrix, row | proof | {"status": "ok"}
+
+
+def prove_filled(
+    fixed: Image,
+    moving: Image,
+    global_affine: np.ndarray,
+    tile: Tile,
+    matrix: np.ndarray,
+    refine: dict,
+    masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """:func:`prove_tile` for a tile whose affine ``matrix`` was filled from its neighbours
+    (its fit failed or disagreed with them): the fill must prove itself like a fit. Reads
+    the tile's halo and the moving window the global affine maps it onto; ``masks`` and the
+    result as in :func:`fit_tile` and :func:`prove_tile`."""
+    region = tile.slices("halo")
+    fixed_tile = _region_image(fixed.read(region), fixed, region)
+    return _proved(fixed_tile, moving, global_affine, tile, matrix, refine, masks, seed)
+
+
+def _proved(fixed_tile, moving, global_affine, tile, matrix, refine, masks, seed):
+    """:func:`prove_tile` on the tile's judged voxels and the moving window under ``G``."""
+    window, slices = _moving_window(moving, global_affine, fixed_tile)
+    fixed_mask, moving_mask = masks
+    moving_judged = None if moving_mask is None else moving_mask[slices]
+    judged = (_judged_voxels(tile, fixed_mask), moving_judged)
+    return prove_tile(fixed_tile, window, global_affine, matrix, refine, judged, seed)
+
+
+def _judged_voxels(tile: Tile, fixed_mask: np.ndarray | None) -> np.ndarray:
+    """The voxels (on the tile's halo grid) where its affine is refined and judged: its core,
+    inside the fixed foreground mask (given on the whole low-res grid) when there is one."""
+    core = core_mask(tile)
+    if fixed_mask is not None:
+        core &= np.asarray(fixed_mask[tile.slices("halo")]) != 0
+    return core
 
 
 def core_mask(tile: Tile) -> np.ndarray:
@@ -217,7 +250,7 @@ def prove_tile(
     if mean[best] > PROOF_SIGMAS * spread[best]:
         kind = "local" if SHRINK_SHARES[best] == 1 else f"local x {SHRINK_SHARES[best]}"
         return candidates[best + 1], report | {"decision": kind}
-    reason = f"gain {mean[best]:+.2g} within {PROOF_SIGMAS:g} x {spread[best]:.2g} of noise"
+    reason = f"gain {mean[best]:+.2g}, not above {PROOF_SIGMAS:g} x {spread[best]:.2g} of noise"
     return identity, report | {"decision": f"global: the tile's affine does not help ({reason})"}
 
 
@@ -337,11 +370,15 @@ def settle_tiles(
     tiles: list[Tile],
     image: Image,
     tolerance: float,
+    prove=None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Grid of affines (tz, ty, tx, 4, 4) with failed and outlier tiles filled.
 
     ``results`` maps tile id to its fitted affine or None; the returned report
-    gains a ``filled`` column saying which tiles were filled and why.
+    gains a ``filled`` column saying which tiles were filled and why. ``prove``
+    (``(tile, affine) -> (affine, proof)``, e.g. :func:`prove_filled` bound to the
+    images) judges each filled tile's affine as a fitted one is judged; its proof
+    fields replace the tile's report fields.
     """
     grid_shape = tuple(max(tile.index[a] for tile in tiles) + 1 for a in range(3))
     affines = np.full((*grid_shape, 4, 4), np.nan)
@@ -361,4 +398,12 @@ def settle_tiles(
         else:
             reasons.append("")
     report["filled"] = reasons
+    if prove is not None:
+        rows = report.set_index("tile")
+        for tile in tiles:
+            if rows.at[tile.id, "filled"]:
+                filled[tile.index], proof = prove(tile, filled[tile.index])
+                for column, value in proof.items():
+                    rows.at[tile.id, column] = value
+        report = rows.reset_index()
     return filled, report

@@ -52,6 +52,7 @@ __all__ = [
     "another_round",
     "dense",
     "GroundTruth",
+    "Halves",
     "PhantomSpec",
     "make_cells",
     "make_fibres",
@@ -199,16 +200,100 @@ class Deformation:
 
 
 @dataclass(frozen=True, eq=False)
+class Halves:
+    """Two rigid halves slid against each other: ``d(x) = s(x) t``, where
+    ``s(x) = tanh(((x - p) . n) / w) / 2`` runs from -1/2 to +1/2 across the plane through
+    ``p`` normal to ``n``, so one half moves by ``-t/2`` and the other by ``+t/2`` (a
+    piecewise-rigid truth that no single affine fits), joined over a few ``w``.
+
+    Attributes:
+        normal: (3,) unit ``n``, z y x.
+        point: (3,) ``p`` on the plane, µm, z y x.
+        width_um: ``w``, µm (the halves meet over about ``4 w``).
+        shift_um: (3,) ``t``, the halves' relative shift, µm, z y x.
+
+    ``|d| <= |t| / 2`` and ``||grad d|| <= |t| / (2 w)`` everywhere (exact bounds).
+    """
+
+    normal: np.ndarray
+    point: np.ndarray
+    width_um: float
+    shift_um: np.ndarray
+
+    def __post_init__(self):
+        for name in ("normal", "point", "shift_um"):
+            value = np.asarray(getattr(self, name), dtype=float)
+            if value.shape != (3,):
+                raise ValueError(f"halves' {name} {value.tolist()}: expected 3 values (z y x)")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "normal", self.normal / np.linalg.norm(self.normal))
+        if not self.width_um > 0:
+            raise ValueError(f"halves' width_um {self.width_um}: expected > 0")
+
+    @property
+    def max_norm(self) -> float:
+        """Upper bound of ``|d(x)|`` (µm)."""
+        return float(np.linalg.norm(self.shift_um)) / 2
+
+    @property
+    def lipschitz(self) -> float:
+        """Upper bound of the spectral norm of the Jacobian of ``d`` (unitless)."""
+        return self.max_norm / self.width_um
+
+    def _side(self, coords: Coords) -> np.ndarray:
+        """``(x - p) . n`` (µm) at coordinate arrays."""
+        n, p = self.normal, self.point
+        return n[0] * (coords[0] - p[0]) + n[1] * (coords[1] - p[1]) + n[2] * (coords[2] - p[2])
+
+    def at(self, coords: Coords) -> Coords:
+        """``d`` at coordinate arrays (µm, z y x), as three arrays of the broadcast shape."""
+        weight = np.tanh(self._side(coords) / self.width_um) / 2
+        return tuple(weight * t for t in self.shift_um)
+
+    def solve(self, u: Coords, iterations: int) -> Coords:
+        """The ``x`` with ``x + d(x) = u`` (µm, z y x). Along ``n`` this is the scalar
+        equation ``a + (t . n) s(a) = (u - p) . n`` for ``a = (x - p) . n``: ``iterations``
+        steps of ``a <- (u - p) . n - (t . n) s(a)``; then ``x = u - s(a) t``."""
+        if not iterations:
+            return u
+        target, along = self._side(u), float(self.shift_um @ self.normal)
+        side = target
+        for _ in range(iterations):
+            side = target - along * np.tanh(side / self.width_um) / 2
+        weight = np.tanh(side / self.width_um) / 2
+        return tuple(ui - weight * t for ui, t in zip(u, self.shift_um, strict=True))
+
+    def to_dict(self) -> dict:
+        return {
+            "form": "d(x) = tanh(((x - point) . normal) / width_um) / 2 * shift_um",
+            "normal": self.normal.tolist(),
+            "point_um": self.point.tolist(),
+            "width_um": self.width_um,
+            "shift_um": self.shift_um.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Halves:
+        return cls(data["normal"], data["point_um"], data["width_um"], data["shift_um"])
+
+
+def _deformation_from_dict(data: dict) -> Deformation | Halves:
+    """The deformation written by ``to_dict`` of either kind (told apart by its fields)."""
+    return Halves.from_dict(data) if "normal" in data else Deformation.from_dict(data)
+
+
+@dataclass(frozen=True, eq=False)
 class GroundTruth:
     """The known transform ``T(x) = A (x + d(x))``, fixed space -> moving space, µm, z y x.
 
     Attributes:
         affine: 4x4 homogeneous ``A`` acting on (z, y, x, 1) in µm.
-        deformation: ``d``, defined in fixed space (empty: none).
+        deformation: ``d``, defined in fixed space (empty: none): smooth waves
+            (`Deformation`) or two rigid halves (`Halves`).
     """
 
     affine: np.ndarray
-    deformation: Deformation = field(default_factory=Deformation)
+    deformation: Deformation | Halves = field(default_factory=Deformation)
 
     def __post_init__(self):
         affine = np.asarray(self.affine, dtype=float)
@@ -273,7 +358,7 @@ class GroundTruth:
             raise ValueError(
                 f"{path}: convention {data.get('convention')!r}, expected {CONVENTION!r}"
             )
-        return cls(np.array(data["affine"]), Deformation.from_dict(data["deformation"]))
+        return cls(np.array(data["affine"]), _deformation_from_dict(data["deformation"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,6 +431,13 @@ class PhantomSpec:
         deform_scale_um: length scale L of ``d``: wavelengths in [2 pi L, 4 pi L], and
             ``|grad d| <= deform_amplitude_um / L`` (must stay under 0.25).
         deform_modes: number of plane-wave modes in ``d``.
+        split_shift_um: instead of the waves (not both): the tissue's two halves on either
+            side of the plane through its centre normal to `split_axis` slide against each
+            other by this much, µm, z y x (`Halves`; (0, 0, 0): no split). The truth is then
+            piecewise rigid on top of the affine.
+        split_axis: the axis normal to the split plane (0 z, 1 y, 2 x).
+        split_width_um: the halves meet over about 4x this, µm; must exceed ``|shift|`` (so
+            that the gradient bound ``|shift| / (2 w)`` stays under 0.5).
 
     Output:
         dtype: voxel type; integer types are rounded and clipped.
@@ -389,6 +481,9 @@ class PhantomSpec:
     deform_amplitude_um: float = 0.0
     deform_scale_um: float = 20.0
     deform_modes: int = 4
+    split_shift_um: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    split_axis: int = 2
+    split_width_um: float = 5.0
     dtype: str = "uint16"
     chunks: tuple[int, int, int] = (64, 64, 64)
 
@@ -424,6 +519,17 @@ class PhantomSpec:
             raise ValueError(
                 f"moving_gamma {self.moving_gamma} must be > 0 and moving_illumination "
                 f"{self.moving_illumination} in [0, 1)"
+            )
+        split = float(np.linalg.norm(self.split_shift_um))
+        if split and (self.deform_amplitude_um or self.split_axis not in (0, 1, 2)):
+            raise ValueError(
+                f"split_shift_um {self.split_shift_um} needs deform_amplitude_um 0 (got "
+                f"{self.deform_amplitude_um}) and split_axis one of 0, 1, 2 (got {self.split_axis})"
+            )
+        if split and not split < self.split_width_um:
+            raise ValueError(
+                f"split_width_um {self.split_width_um} must exceed |split_shift_um| = {split:.3g}"
+                " (smooth, invertible join)"
             )
         if self.deform_amplitude_um < 0 or self.deform_amplitude_um > 0.25 * self.deform_scale_um:
             raise ValueError(
@@ -599,13 +705,19 @@ def _sum_waves(coords: Coords, wavevectors, phases, amplitudes) -> np.ndarray:
 
 def make_truth(spec: PhantomSpec) -> GroundTruth:
     """The spec's transform: scale, rotate and move the tissue centre to the moving box's centre
-    plus `shift_um`; then the deformation (drawn from the seed) if `deform_amplitude_um` > 0."""
+    plus `shift_um`; then the deformation (drawn from the seed) if `deform_amplitude_um` > 0,
+    or the halves' slide if `split_shift_um` is set."""
     linear = _rotation(spec.rotation_deg) @ np.diag(spec.scale)
     fixed_centre = _box_centre(spec.fixed_shape, spec.spacing)
     target = _box_centre(spec.moving_shape, spec.spacing) + np.asarray(spec.shift_um)
     affine = np.eye(4)
     affine[:3, :3] = linear
     affine[:3, 3] = target - linear @ fixed_centre
+    if any(spec.split_shift_um):
+        normal = np.eye(3)[spec.split_axis]
+        return GroundTruth(
+            affine, Halves(normal, fixed_centre, spec.split_width_um, spec.split_shift_um)
+        )
     if spec.deform_amplitude_um == 0:
         return GroundTruth(affine)
     rng = np.random.default_rng([spec.seed, _STREAM["deformation"]])
@@ -1090,6 +1202,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deform-um", type=float, help="deformation amplitude bound, µm")
     parser.add_argument(
+        "--split-um",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="a piecewise-rigid truth: the halves either side of the x = centre plane slide "
+        "against each other by this much, µm",
+    )
+    parser.add_argument(
         "--another-round",
         action="store_true",
         help="give the moving image another round's intensities: gamma 0.8, a +-25 %% "
@@ -1113,6 +1233,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = dataclasses.replace(preset(args.preset), seed=args.seed)
     if args.deform_um is not None:
         spec = dataclasses.replace(spec, deform_amplitude_um=args.deform_um)
+    if args.split_um:
+        spec = dataclasses.replace(spec, split_shift_um=tuple(args.split_um))
     if args.another_round:
         spec = another_round(spec)
     if args.dense:

@@ -21,7 +21,7 @@ PER_VIEW = ("ncc_fg_mid_planes", "tre_mean_um")
 """Metrics with a value after each stage: columns ``ncc_fg_<view>``, ``tre_<view>_um``."""
 STAGE_METRICS = {
     "global affine": ("inliers", "residual_median_um", "residual_p90_um"),
-    "local affines": ("failed_share", "filled_share"),
+    "local affines": ("failed_share", "filled_share", "kept_global_share"),
     "aligned (all stages)": ("blocks", "ncc_gain_mean", "jacobian_min", "folded_share"),
 }
 """Metrics of one stage, by the view they are reported on."""

@@ -52,8 +52,8 @@ if snakemake.input.local_report:
     metrics.loc["local affines", "tiles"] = len(local)
     metrics.loc["local affines", "failed_share"] = (local["status"] != "ok").mean()
     metrics.loc["local affines", "filled_share"] = local["filled"].notna().mean()
-    kept_global = local["decision"].fillna("").str.startswith("global")
-    metrics.loc["local affines", "kept_global_share"] = kept_global[local["status"] == "ok"].mean()
+    kept_global = local["decision"].fillna("").str.startswith("global")  # fitted or filled
+    metrics.loc["local affines", "kept_global_share"] = kept_global.mean()
     maps["local inliers"] = tile_grid(local, "inliers")
     maps["local residual (µm)"] = tile_grid(local, "residual_median_um")
 if snakemake.input.deform_report:

@@ -98,6 +98,31 @@ def test_inverse_is_exact_with_a_deformation(amplitude, scale):
     assert np.allclose(undeformed - fixed_points, truth.displacement(fixed_points))
 
 
+def test_two_halves_move_rigidly_apart_and_the_truth_says_so_exactly(tmp_path):
+    shift = (0.0, 3.0, 2.0)
+    spec = dataclasses.replace(PhantomSpec(), noise_sigma=0.0, split_shift_um=shift)
+    fixed, moving, truth = make_pair(spec)
+    centre_x = (spec.fixed_shape[2] - 1) / 2 * spec.spacing[2]
+    far = np.array([[30.0, 60.0, centre_x - 40], [30.0, 60.0, centre_x + 40]])
+    assert np.allclose(truth.displacement(far), [np.negative(shift) / 2, np.divide(shift, 2)])
+    rng = np.random.default_rng(2)
+    points = rng.uniform(-20, 140, size=(20000, 3))
+    assert np.abs(truth.inverse(truth(points)) - points).max() < 1e-3
+    truth.to_json(tmp_path / "truth.json")
+    again = GroundTruth.from_json(tmp_path / "truth.json")
+    assert np.array_equal(again(points), truth(points))
+    fixed, moving = da.compute(fixed, moving)
+    coefficients = ndimage.spline_filter(moving.astype(float), order=3)
+    args = (fixed, coefficients, spec.moving_shape, spec.spacing)
+    r, _ = _resampling_errors(*args, truth)
+    r_affine, _ = _resampling_errors(*args, GroundTruth(truth.affine))  # the halves ignored
+    assert r > 0.9999 and r_affine < r - 0.005, (r, r_affine)
+    with pytest.raises(ValueError, match="split_width_um"):
+        dataclasses.replace(spec, split_width_um=3.0)  # narrower than the 3.6 um shift
+    with pytest.raises(ValueError, match="deform_amplitude_um 0"):
+        dataclasses.replace(spec, deform_amplitude_um=1.0)
+
+
 def test_truth_json_round_trip(tmp_path):
     truth = make_pair(dataclasses.replace(preset("tiny"), deform_amplitude_um=1.0))[2]
     truth.to_json(tmp_path / "truth.json", metadata={"note": 1})

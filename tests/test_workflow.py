@@ -306,6 +306,11 @@ def test_the_qc_report_shows_the_images_come_together(finished_run, tmp_path):
     tre = [row["mean_um"] for row in accuracy["stages"]]
     assert metrics["tre_mean_um"].tolist() == pytest.approx(tre, rel=1e-12)
     assert metrics.loc["global affine", "inliers"] > 0
+    local = pd.read_csv(Path(config["output_dir"]) / "local" / "report.tsv", sep="\t")
+    assert local["decision"].notna().all()  # every tile, fitted or filled, was judged
+    kept = local["decision"].str.startswith("global").mean()
+    assert metrics.loc["local affines", "kept_global_share"] == pytest.approx(kept)
+    assert ncc["local affines"] >= ncc["global affine"]
     provenance = yaml.safe_load(files["provenance.yaml"])
     assert provenance["versions"]["snakemake"] and provenance["config"]["deform"]["blocksize"]
     highres = provenance["inputs"]["fixed"]["highres"]

@@ -173,6 +173,17 @@ def local_tile_runtime_min(wildcards, attempt):
     return (5 + TILES["local_affine"][wildcards.tile].halo_voxels // 60_000_000) * attempt
 
 
+def settle_mem_mb(wildcards, attempt):
+    """Memory of settling the local tiles: one tile's proof at a time (a fill proves itself)."""
+    halo = max(tile.halo_voxels for tile in TILES["local_affine"].values())
+    return local_job_mem_mb(halo, attempt)
+
+
+def settle_runtime_min(wildcards, attempt):
+    """Minutes to settle the local tiles: up to every tile filled and proved, ~1 s each."""
+    return (10 + len(TILES["local_affine"]) // 60) * attempt
+
+
 def batch_voxels(stage, wildcards):
     """Halo voxels of each block of a job's batch (the blocks run one after the other)."""
     return [tile.halo_voxels for tile in BATCHES[stage][wildcards.batch]]

@@ -35,7 +35,10 @@ rule fit_local_affine:
 
 rule settle_local_affines:
     input:
-        [out("local", "tiles", f"{tile}.json") for tile in TILES.get("local_affine", {})],
+        tiles=[out("local", "tiles", f"{tile}.json") for tile in TILES.get("local_affine", {})],
+        affine=out("global", "affine.txt"),
+        fixed_mask=mask_files("fixed"),
+        moving_mask=mask_files("moving"),
     output:
         affines=own("local", "affines.npy"),
         report=own("local", "report.tsv"),
@@ -46,11 +49,12 @@ rule settle_local_affines:
         "../../envs/bigstream.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=settle_mem_mb,
+        runtime=settle_runtime_min,
     params:
         images=image_config(),
         local=config["local_affine"],
+        seed=config["seed"],
         version=CODE_VERSION,
     script:
         "../../scripts/settle_local_affines.py"
