@@ -208,8 +208,9 @@ def tiled_ransac_affine(
     tile's metric beyond noise, else the tile keeps the identity (the global affine
     alone). With ``return_report=True`` also a table, one row per tile.
     ``refine``: the ``local_affine.refine`` config block (fields of
-    :class:`~bigstream_core.affine_refine.RefineParams` and ``enabled``); it also sets the
-    metric on which each tile proves its affine (:func:`~bigstream_core.local_affine.prove_tile`).
+    :class:`~bigstream_core.affine_refine.RefineParams` and ``enabled``; None: its
+    defaults, refinement off); it also sets the metric on which each tile proves its
+    affine (:func:`~bigstream_core.local_affine.prove_tile`).
 
     Key points are detected once per image, as the workflow's global stage does, and each
     tile matches its ``nspots`` strongest of them.
