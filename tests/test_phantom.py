@@ -15,6 +15,7 @@ from bigstream_core.io import open_image
 from bigstream_core.phantom import (
     CONVENTION,
     GroundTruth,
+    Halves,
     PhantomSpec,
     another_round,
     dense,
@@ -121,6 +122,9 @@ def test_two_halves_move_rigidly_apart_and_the_truth_says_so_exactly(tmp_path):
         dataclasses.replace(spec, split_width_um=3.0)  # narrower than the 3.6 um shift
     with pytest.raises(ValueError, match="deform_amplitude_um 0"):
         dataclasses.replace(spec, deform_amplitude_um=1.0)
+    main([str(tmp_path / "cli"), "--preset", "tiny", "--split-um", "0", "1", "0.5"])
+    written = GroundTruth.from_json(tmp_path / "cli" / "truth.json").deformation
+    assert isinstance(written, Halves) and list(written.shift_um) == [0.0, 1.0, 0.5]
 
 
 def test_truth_json_round_trip(tmp_path):
