@@ -65,7 +65,10 @@ def test(extra: list[str]) -> None:
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "snakefmt", "--check", "workflow")
-    run(BIN / "python", "-m", "pytest", *extra)
+    # two workers (this project's machines have 2 cores): the SLURM tests, which mostly wait
+    # for the cluster's status polls, run beside the others; a module's tests that share a
+    # session fixture (tests marked xdist_group) stay on one worker
+    run(BIN / "python", "-m", "pytest", "-n", "2", "--dist", "loadgroup", *extra)
 
 
 def main() -> None:

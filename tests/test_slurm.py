@@ -25,7 +25,7 @@ from tests.conftest import (
     snakemake_command,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 def slurm_answers() -> bool:
@@ -142,31 +142,35 @@ def global_outputs(results: Path) -> dict[str, int]:
             if not any(part.endswith(".ome.zarr") for part in path.parts)}  # fmt: skip
 
 
-def test_a_killed_controller_resumes_without_redoing_finished_tiles(slurm_run, tmp_path):
+def test_a_killed_controller_resumes_without_redoing_finished_tiles(slurm_run):
+    """Last in this module: it reuses ``slurm_run``'s folder (its global stage is finished
+    there), removes everything from the deformation on, and kills the controller of the run
+    that makes them again while deform blocks are in flight."""
     work, config, _ = slurm_run
-    config = {**config, "output_dir": str(tmp_path / "results")}
-    blocks = tmp_path / "results" / "deform" / "blocks"
+    results = work / "results"
+    field = Path("results", "transform", "field.zarr")
+    aligned = Path("results", "aligned.ome.zarr")
+    first = {"field": digest(work / field), "aligned": digest(work / aligned, "0")}
+    for name in ("deform", "transform", "aligned", "aligned.ome.zarr", "qc"):
+        shutil.rmtree(results / name)
     # what this test compares (not the QC report and accuracy jobs after them)
-    targets = [str(tmp_path / "results" / name) for name in ("transform/field.json",
-                                                             "aligned/complete.json")]  # fmt: skip
-    command = snakemake_command(tmp_path, config, *targets, profile="slurm-ci")
+    targets = [str(results / name) for name in ("transform/field.json", "aligned/complete.json")]
+    finished = global_outputs(results)
+    command = snakemake_command(work, config, *targets, profile="slurm-ci")
     process = subprocess.Popen(command, env=SNAKEMAKE_ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_for_running(process, "deform")  # the global stage is done, deform blocks in flight
-    finished = global_outputs(tmp_path / "results")
+    wait_for_running(process, "deform")  # deform blocks in flight
     process.kill()  # the controller dies; what it submitted stays with SLURM
     process.wait()
     subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], timeout=30)
-    assert not (tmp_path / "results" / "aligned" / "complete.json").exists()
-    assert run_snakemake(tmp_path, config, "--unlock").returncode == 0
-    result = run_snakemake(tmp_path, config, *targets, profile="slurm-ci", timeout=900)
+    assert not (results / "aligned" / "complete.json").exists()
+    assert run_snakemake(work, config, "--unlock").returncode == 0
+    result = run_snakemake(work, config, *targets, profile="slurm-ci", timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert "rule fit_global_affine:" not in log and "rule detect_keypoints:" not in log
-    assert "rule deform_block:" in log and not any(blocks.glob("*.tmp*"))
-    assert global_outputs(tmp_path / "results") == finished  # not written again
+    assert "rule deform_block:" in log and not any((results / "deform" / "blocks").glob("*.tmp*"))
+    assert global_outputs(results) == finished  # not written again
     # the same bytes as the first run (which had a job cancelled and retried)
-    field = Path("results", "transform", "field.zarr")
-    assert digest(tmp_path / field) == digest(work / field)
-    aligned = Path("results", "aligned.ome.zarr")
-    assert digest(tmp_path / aligned, "0") == digest(work / aligned, "0")
+    assert digest(work / field) == first["field"]
+    assert digest(work / aligned, "0") == first["aligned"]

@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SCRIPT, PAGE = DOCS / "tutorial.py", DOCS / "tutorial.md"
 STAGES = ["before", "global affine", "local affines", "deformable"]
+# with pytest-xdist, on the worker that runs tests/test_workflow.py: the tutorial's run (a
+# session fixture) is made once per worker
+pytestmark = pytest.mark.xdist_group("tutorial")
 
 
 def renderer():

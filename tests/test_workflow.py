@@ -39,7 +39,7 @@ from tests.conftest import (
     snakemake_command,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tutorial")]
 WHOLE = (slice(None),) * 3
 
 
