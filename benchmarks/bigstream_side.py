@@ -37,13 +37,14 @@ OURS = {"ransac": "global_stage", "local": "local_affine", "deform": "deform",
         "ransac_tutorial": "global_stage_tutorial"}  # fmt: skip
 
 
-def python() -> Path:
-    """The bigstream environment's interpreter, created (pip, PyPI) when missing."""
-    interpreter = VENV / "bin" / "python"
+def venv_python(venv: Path, requirements: list[str]) -> Path:
+    """The interpreter of the virtual environment ``venv``, created with ``requirements``
+    (pip, PyPI) when missing (also ``syn_side.py``'s)."""
+    interpreter = venv / "bin" / "python"
     if not interpreter.exists():
-        print(f"creating {VENV} with {' '.join(REQUIREMENTS)} (once)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(interpreter), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
+        print(f"creating {venv} with {' '.join(requirements)} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(interpreter), "-m", "pip", "install", "--quiet", *requirements],
                        check=True)  # fmt: skip
     return interpreter
 
@@ -100,7 +101,7 @@ def bigstream_rows(out: Path, size: str, voxels: dict, measure, row_of, keypoint
                    local: dict, steps=STEPS, suffix: str = "") -> list[dict]:  # fmt: skip
     """One row per bigstream step (of ``steps``, in order; row names end in ``suffix``) on
     the pair in ``out`` (tool ``bigstream 5.0.3``)."""
-    interpreter = python()
+    interpreter = venv_python(VENV, REQUIREMENTS)
     write_job(out, keypoints, local)
     rows = []
     for step in steps:

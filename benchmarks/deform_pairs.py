@@ -33,10 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bigstream_side  # noqa: E402
 import syn_side  # noqa: E402
 from run import (  # noqa: E402
-    DEFORM,
     GLOBAL_AFFINE,
     LOCAL_AFFINE,
-    RESAMPLE,
     RESULTS,
     TUTORIAL_KEYPOINTS,
     TUTORIAL_SIZES,
@@ -45,6 +43,7 @@ from run import (  # noqa: E402
     python,
     row_of,
     run_workflow,
+    workflow_config,
 )
 
 from bigstream_core.stages import stage_costs  # noqa: E402
@@ -70,13 +69,7 @@ def our_rows(out: Path, keypoints: dict) -> list[dict]:
     deform)."""
     work = out / "workflow"
     results = work / "results"
-    config = {
-        "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
-        "output_dir": str(results), "ground_truth": str(out / "truth.json"),
-        "global_affine": keypoints, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
-        "resample": RESAMPLE,
-    }  # fmt: skip
-    run_workflow(work, config)
+    run_workflow(work, workflow_config(out, results, keypoints))
     stages = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     field = json.loads((results / "transform" / "field.json").read_text())
     costs = stage_costs(results, stages=("global_affine", "global_refine", "deform",

@@ -231,6 +231,17 @@ def run_workflow(work: Path, config: dict, *targets: str) -> tuple[float, float]
     return wall, cpu
 
 
+def workflow_config(out: Path, results: Path, global_affine: dict = GLOBAL_AFFINE) -> dict:
+    """The benchmark's config for the pair in ``out`` (with its ground truth), into
+    ``results``; ``global_affine``: the global stage's key-point parameters."""
+    return {
+        "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
+        "output_dir": str(results), "ground_truth": str(out / "truth.json"),
+        "global_affine": global_affine, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
+        "resample": RESAMPLE,
+    }  # fmt: skip
+
+
 def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool) -> list[dict]:
     """The workflow's stages through real Snakemake, one row per stage.
 
@@ -241,12 +252,7 @@ def workflow_stages(out: Path, size: str, voxels: dict[str, int], user_run: bool
     """
     work = out / "workflow"
     results = work / "results"
-    config = {
-        "fixed": {"path": str(out / "fixed.n5")}, "moving": {"path": str(out / "moving.n5")},
-        "output_dir": str(results), "ground_truth": str(out / "truth.json"),
-        "global_affine": GLOBAL_AFFINE, "local_affine": LOCAL_AFFINE, "deform": DEFORM,
-        "resample": RESAMPLE,
-    }  # fmt: skip
+    config = workflow_config(out, results)
     wall, cpu = run_workflow(work, config)
     accuracy = json.loads((results / "qc" / "accuracy.json").read_text())["stages"]
     tre = {row["transform"]: row for row in accuracy}

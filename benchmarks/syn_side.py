@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from bigstream_side import venv_python
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / "results" / "ants-venv"
@@ -42,17 +41,6 @@ RUNS = {
     },
 }
 THREADS = 2  # this machine's cores, as our runs use
-
-
-def python() -> Path:
-    """The antspyx environment's interpreter, created (pip, PyPI) when missing."""
-    interpreter = VENV / "bin" / "python"
-    if not interpreter.exists():
-        print(f"creating {VENV} with {' '.join(REQUIREMENTS)} (once)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(interpreter), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
-                       check=True)  # fmt: skip
-    return interpreter
 
 
 def write_job(out: Path, affine: Path) -> None:
@@ -95,7 +83,7 @@ def accuracy(out: Path, name: str) -> dict:
 def syn_rows(out: Path, affine: Path, measure) -> list[dict]:
     """One row per SyN run (``RUNS``) on the pair in ``out``, started from ``affine``:
     wall, CPU and peak memory of its process, and :func:`accuracy`."""
-    interpreter = python()
+    interpreter = venv_python(VENV, REQUIREMENTS)
     write_job(out, affine)
     threads = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(THREADS)}
     rows = []
