@@ -46,6 +46,7 @@ from run import (  # noqa: E402
     workflow_config,
 )
 
+from bigstream_core.phantom import DENSE_RADIUS_VOX  # noqa: E402
 from bigstream_core.stages import stage_costs  # noqa: E402
 
 WARP_UM = 8.0
@@ -57,7 +58,7 @@ SMALL_CELLS_VOX = (4.0, 10.0)
 WRITE = """
 import dataclasses
 from bigstream_core.phantom import another_round, dense, preset, write_pair
-spec = dense(preset({size!r}), *([{radii!r}] if {radii!r} else []))
+spec = dense(preset({size!r}), {radii!r})
 spec = dataclasses.replace(spec, deform_amplitude_um={warp!r}, deform_scale_um={scale!r})
 write_pair({out!r}, another_round(spec) if {round!r} else spec, ome_zarr=False)
 """
@@ -92,7 +93,7 @@ def pair_rows(size: str, pair: str, with_bigstream: bool) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     real = size in TUTORIAL_SIZES
     keypoints = TUTORIAL_KEYPOINTS if real else GLOBAL_AFFINE
-    radii = None if real else SMALL_CELLS_VOX
+    radii = DENSE_RADIUS_VOX if real else SMALL_CELLS_VOX
     write = WRITE.format(size=size, out=str(out), warp=WARP_UM, scale=WARP_SCALE_UM,
                          round=pair.endswith("_round"), radii=radii)  # fmt: skip
     measure(python(write))

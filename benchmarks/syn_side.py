@@ -85,10 +85,9 @@ def syn_rows(out: Path, affine: Path, measure) -> list[dict]:
     wall, CPU and peak memory of its process, and :func:`accuracy`."""
     interpreter = venv_python(VENV, REQUIREMENTS)
     write_job(out, affine)
-    threads = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(THREADS)}
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(THREADS)  # for the runs below
     rows = []
     for name in RUNS:
-        os.environ.update(threads)  # inherited by the measured process
         wall, cpu, rss = measure([str(interpreter), str(HERE / "syn_steps.py"), str(out), name])
         rows.append({"tool": "ANTs SyN (antspyx 0.6.3)", "stage": name,
                      "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),

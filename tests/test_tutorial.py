@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SCRIPT, PAGE = DOCS / "tutorial.py", DOCS / "tutorial.md"
 STAGES = ["before", "global affine", "local affines", "deformable"]
-# with pytest-xdist, on the worker that runs tests/test_workflow.py: the tutorial's run (a
-# session fixture) is made once per worker
+# pytest-xdist: on the same worker as tests/test_workflow.py, which shares the tutorial's run
+# (a session fixture, made once per worker)
 pytestmark = pytest.mark.xdist_group("tutorial")
 
 
