@@ -2,6 +2,7 @@
 pairs that look like tissue and carry a known warp; one command:
 
     .venv/bin/python benchmarks/deform_pairs.py [--sizes S 8S] [--with-bigstream]
+        [--syn-runs syn syn_cc]
 
 Pairs (``PAIRS``), at each size: ``dense_warp``, the dense preset (``phantom.dense``: tissue
 edge to edge, cells of radii 4-10 low-res voxels, rings, fibres, stripes) with a smooth warp of
@@ -88,7 +89,7 @@ def our_rows(out: Path, keypoints: dict) -> list[dict]:
     return rows
 
 
-def pair_rows(size: str, pair: str, with_bigstream: bool) -> list[dict]:
+def pair_rows(size: str, pair: str, with_bigstream: bool, syn_runs: list[str]) -> list[dict]:
     out = WORK / "deform_pairs" / size / pair
     out.mkdir(parents=True, exist_ok=True)
     real = size in TUTORIAL_SIZES
@@ -98,7 +99,8 @@ def pair_rows(size: str, pair: str, with_bigstream: bool) -> list[dict]:
                          round=pair.endswith("_round"), radii=radii)  # fmt: skip
     measure(python(write))
     rows = our_rows(out, keypoints)
-    rows += syn_side.syn_rows(out, out / "workflow" / "results" / "global" / "affine.txt", measure)
+    affine = out / "workflow" / "results" / "global" / "affine.txt"
+    rows += syn_side.syn_rows(out, affine, measure, syn_runs)
     if with_bigstream:
         from bigstream_core.phantom import preset
 
@@ -120,11 +122,14 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
     parser.add_argument("--with-bigstream", action="store_true",
                         help="also bigstream 5.0.3's three steps (own virtualenv)")  # fmt: skip
+    parser.add_argument("--syn-runs", nargs="*", default=list(syn_side.RUNS),
+                        choices=list(syn_side.RUNS),
+                        help="SyN's runs (default all; syn_cc_fine takes ~4x syn_cc)")  # fmt: skip
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
         for pair in args.pairs:
-            rows += pair_rows(size, pair, args.with_bigstream)
+            rows += pair_rows(size, pair, args.with_bigstream, args.syn_runs)
             print(pd.DataFrame(rows).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)

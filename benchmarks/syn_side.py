@@ -80,14 +80,14 @@ def accuracy(out: Path, name: str) -> dict:
             "self_check": report["self_check_correlation"]}  # fmt: skip
 
 
-def syn_rows(out: Path, affine: Path, measure) -> list[dict]:
-    """One row per SyN run (``RUNS``) on the pair in ``out``, started from ``affine``:
-    wall, CPU and peak memory of its process, and :func:`accuracy`."""
+def syn_rows(out: Path, affine: Path, measure, runs=tuple(RUNS)) -> list[dict]:
+    """One row per SyN run (``runs``, names in ``RUNS``) on the pair in ``out``, started from
+    ``affine``: wall, CPU and peak memory of its process, and :func:`accuracy`."""
     interpreter = venv_python(VENV, REQUIREMENTS)
     write_job(out, affine)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(THREADS)  # for the runs below
     rows = []
-    for name in RUNS:
+    for name in runs:
         wall, cpu, rss = measure([str(interpreter), str(HERE / "syn_steps.py"), str(out), name])
         rows.append({"tool": "ANTs SyN (antspyx 0.6.3)", "stage": name,
                      "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),

@@ -119,11 +119,15 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
                 "pyramid level and must have the same length"
             )
     deform = config["deform"]
-    lengths = {key: len(deform[key]) for key in ("iterations", "shrink_factors", "smooth_sigmas")}
+    per_level = ("iterations", "shrink_factors", "smooth_sigmas") + (
+        ("cc_radius",) if isinstance(deform["cc_radius"], list) else ()
+    )
+    lengths = {key: len(deform[key]) for key in per_level}
     if len(set(lengths.values())) > 1:
         problems.append(
-            "`deform.iterations`, `deform.shrink_factors` and `deform.smooth_sigmas` give one "
-            f"value per resolution level and must have the same length; got {lengths}"
+            "`deform.iterations`, `deform.shrink_factors`, `deform.smooth_sigmas` (and "
+            "`deform.cc_radius` when a list) give one value per resolution level and must "
+            f"have the same length; got {lengths}"
         )
     if config["fixed"].get("channels"):
         problems.append(

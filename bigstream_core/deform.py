@@ -20,7 +20,9 @@ The method (written here with scipy.ndimage, no registration library):
   field is returned on the finest level's grid (the stitching interpolates it);
 - per iteration: warp ``M`` by the field (trilinear), compute the local
   normalised cross-correlation in a ``(2 cc_radius + 1)^3`` window and its
-  gradient with respect to the displacement (Avants et al. 2008), zero it
+  gradient with respect to the displacement (Avants et al. 2008; through the
+  warped moving image's gradient, or with ``gradient: symmetric`` the mean of
+  it and the fixed image's), zero it
   outside the mask, smooth it (``update_sigma``), scale it so that the largest
   step is ``gradient_step`` level voxels, add it to the field and smooth the
   field (``field_sigma``);
@@ -47,6 +49,11 @@ from bigstream_core.transforms import PointMap
 
 _EPS = 1e-6
 MAX_HALVINGS = 4  # a level stops when this many halvings of the step in a row did not help
+GRADIENTS = ("moving", "symmetric")
+"""``DeformParams.gradient``: the image gradient the update follows. ``moving``: the warped
+moving image's (greedy, one-sided); ``symmetric``: the mean of it and the fixed image's
+(the symmetric, ESM-like gradient of symmetric demons: better conditioned, runs more
+iterations before the metric stops rising)."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,12 @@ class DeformParams:
     ``iterations``, ``shrink_factors`` and ``smooth_sigmas`` have one entry per
     level, coarse to fine; sigmas are full-res voxels; ``cc_radius``,
     ``gradient_step``, ``update_sigma`` and ``field_sigma`` are voxels of the
-    level being registered; ``mask_threshold`` is an intensity of the fixed image:
-    voxels at or below it (background) do not count in the metric.
+    level being registered (``cc_radius``: one for every level, or one per level);
+    ``mask_threshold`` is an intensity of the fixed image: voxels at or below it
+    (background) do not count in the metric; ``gradient``: one of :data:`GRADIENTS`.
     """
 
-    cc_radius: int = 2
+    cc_radius: int | tuple[int, ...] = 2
     iterations: tuple[int, ...] = (200, 100)
     shrink_factors: tuple[int, ...] = (4, 2)
     smooth_sigmas: tuple[float, ...] = (2.0, 1.0)
@@ -69,16 +77,31 @@ class DeformParams:
     field_sigma: float = 1.0
     stop_tolerance: float = 1e-4
     mask_threshold: float = 0.0
+    gradient: str = "moving"
 
     @classmethod
     def from_config(cls, block: dict) -> DeformParams:
         """Parameters from the ``deform`` config block (keys not listed here are ignored)."""
         names = cls.__dataclass_fields__
         values = {key: value for key, value in block.items() if key in names}
-        for key in ("iterations", "shrink_factors", "smooth_sigmas"):
-            if key in values:
+        for key in ("iterations", "shrink_factors", "smooth_sigmas", "cc_radius"):
+            if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    def __post_init__(self):
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"deform gradient {self.gradient!r}: expected one of {GRADIENTS}")
+        levels = len(self.shrink_factors)
+        if not isinstance(self.cc_radius, int) and len(self.cc_radius) != levels:
+            raise ValueError(f"deform cc_radius {list(self.cc_radius)}: expected one radius "
+                             f"or one per level ({levels})")  # fmt: skip
+
+    def radii(self) -> tuple[int, ...]:
+        """The local NCC's window radius at each level, coarse to fine (voxels of the level)."""
+        if isinstance(self.cc_radius, int):
+            return (self.cc_radius,) * len(self.shrink_factors)
+        return tuple(self.cc_radius)
 
 
 def warp(image: np.ndarray, field_vox: np.ndarray, grid: list[np.ndarray]) -> np.ndarray:
@@ -134,19 +157,21 @@ def register_level(
     field: np.ndarray,
     spacing: np.ndarray,
     iterations: int,
+    radius: int,
     params: DeformParams,
 ) -> tuple[np.ndarray, dict]:
-    """Greedy ascent of the local NCC at one level.
+    """Greedy ascent of the local NCC (window radius ``radius`` voxels) at one level.
 
     ``field`` (3, z, y, x) µm is the start; returns the best field found and a
     report (metric before/after, iterations run).
     """
     grid = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in fixed.shape), indexing="ij")
     scale = (1.0 / spacing).astype(np.float32)[:, None, None, None]
-    metric = LocalNCC(fixed, params.cc_radius)
+    metric = LocalNCC(fixed, radius)
     weight = mask.astype(np.float32)
     count = max(float(weight.sum()), 1.0)
     step = params.gradient_step * float(spacing.min())
+    fixed_slope = np.stack(np.gradient(fixed, *spacing)) if params.gradient == "symmetric" else None
     best, best_field, direction, first, halvings, runs = -np.inf, field, None, None, 0, 0
     for _ in range(iterations):
         runs += 1
@@ -156,9 +181,10 @@ def register_level(
         first = value if first is None else first
         if value > best + params.stop_tolerance:
             best, best_field, halvings = value, field, 0
-            update = _smooth(
-                np.stack(np.gradient(warped, *spacing)) * (dcc * weight), params.update_sigma
-            )
+            slope = np.stack(np.gradient(warped, *spacing))
+            if params.gradient == "symmetric":
+                slope = 0.5 * (slope + fixed_slope)
+            update = _smooth(slope * (dcc * weight), params.update_sigma)
             largest = float(np.sqrt((update * update).sum(axis=0)).max())
             if largest <= 0:
                 break
@@ -235,7 +261,7 @@ def register_levels(levels: list[Level], spacing, params: DeformParams) -> tuple
     start = time.perf_counter()
     spacing = np.asarray(spacing, dtype=np.float32)
     field, field_factor, reports = None, None, []
-    for level, iterations in zip(levels, params.iterations, strict=True):
+    for level, iterations, radius in zip(levels, params.iterations, params.radii(), strict=True):
         if field is None:
             field = np.zeros((3, *level.fixed.shape), dtype=np.float32)
         else:
@@ -244,8 +270,9 @@ def register_levels(levels: list[Level], spacing, params: DeformParams) -> tuple
                 resize_field(np.moveaxis(field, 0, -1), level.fixed.shape, factor), -1, 0
             )
         field, report = register_level(level.fixed, level.moving, level.mask, field,
-                                       spacing * level.shrink, iterations, params)  # fmt: skip
-        unregistered = level_metric(level.fixed, level.moving, level.mask, params.cc_radius)
+                                       spacing * level.shrink, iterations, radius,
+                                       params)  # fmt: skip
+        unregistered = level_metric(level.fixed, level.moving, level.mask, radius)
         reports.append({"shrink": level.shrink, "metric_unregistered": unregistered, **report})
         field_factor = level.shrink
     return np.ascontiguousarray(np.moveaxis(field, 0, -1), dtype=np.float32), {

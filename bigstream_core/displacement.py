@@ -285,9 +285,11 @@ def invert_region(
     Reads the forward field around the core once (margin: the largest
     displacement in the core plus 2 voxels), then inverts ``SLAB_POINTS`` points
     at a time. Returns ``e`` (core shape + (3,), float32) and a report:
-    iterations, largest residual ``|e(y) + d(y + e(y))|`` in µm. Each point
-    iterates until its step is under ``tolerance_um`` (the iteration contracts
-    where ``|grad d| < 1``, i.e. where the forward map does not fold).
+    iterations, largest residual ``|e(y) + d(y + e(y))|`` in µm (how far the
+    forward map lands from ``y`` after the inverse), and the inverse-consistency
+    error the other way round (:func:`round_trip_error`). Each point iterates
+    until its step is under ``tolerance_um`` (the iteration contracts where
+    ``|grad d| < 1``, i.e. where the forward map does not fold).
     """
     core_box = tile.slices("core")
     core = np.asarray(field.array[(*core_box, slice(None))])
@@ -308,7 +310,45 @@ def invert_region(
         part, steps, worst = _invert_points(local, points, start, tolerance_um, max_iterations)
         inverse[z : z + planes] = part.reshape(-1, *shape[1:], 3)
         iterations, residual = max(iterations, steps), max(residual, worst)
-    return inverse, {"iterations": iterations, "residual_um": residual}
+    origin = field.origin + np.array([a for a, _ in tile.core]) * field.spacing
+    consistency = round_trip_error(core, DisplacementField(inverse, field.spacing, origin))
+    return inverse, {"iterations": iterations, "residual_um": residual, **consistency}
+
+
+def round_trip_error(forward: np.ndarray, inverse: DisplacementField) -> dict:
+    """The inverse-consistency error ``|d(x) + e(x + d(x))|`` (µm): how far the inverse
+    field, interpolated as every reader interpolates it, brings each voxel ``x`` of a region
+    back from ``x + d(x)``. ``forward``: ``d`` over the region's voxels (Z, Y, X, 3) µm, on
+    the grid of ``inverse`` (the region's ``e``); voxels whose ``x + d(x)`` leaves the region
+    are not counted. Returns its mean and largest value, and the voxels counted."""
+    shape = np.asarray(forward.shape[:3])
+    planes = max(1, SLAB_POINTS // max(int(shape[1] * shape[2]), 1))
+    total, largest, counted = 0.0, 0.0, 0
+    for z in range(0, int(shape[0]), planes):
+        slab = (slice(z, min(z + planes, int(shape[0]))), slice(0, shape[1]), slice(0, shape[2]))
+        points = voxel_centres(slab, inverse.spacing, inverse.origin)
+        moved = forward[z : z + planes].reshape(-1, 3).astype(float)
+        there = points + moved
+        voxel = (there - inverse.origin) / inverse.spacing
+        keep = np.all((voxel >= 0) & (voxel <= shape - 1), axis=1)
+        if not keep.any():
+            continue
+        error = np.linalg.norm(moved[keep] + inverse.displacement(there[keep]), axis=1)
+        total, counted = total + float(error.sum()), counted + int(keep.sum())
+        largest = max(largest, float(error.max()))
+    return {"round_trip_mean_um": total / counted if counted else float("nan"),
+            "round_trip_max_um": largest, "round_trip_voxels": counted}  # fmt: skip
+
+
+def round_trip_summary(regions: list[dict]) -> dict:
+    """The inverse-consistency error of a whole inverse field from its regions' reports
+    (:func:`invert_region`): the mean over every voxel counted, the largest, in µm."""
+    counted = sum(region["round_trip_voxels"] for region in regions)
+    total = sum(region["round_trip_mean_um"] * region["round_trip_voxels"]
+                for region in regions if region["round_trip_voxels"])  # fmt: skip
+    largest = max(region["round_trip_max_um"] for region in regions)
+    return {"round_trip_mean_um": total / counted if counted else float("nan"),
+            "round_trip_max_um": largest}  # fmt: skip
 
 
 def _invert_points(local, points, inverse, tolerance_um, max_iterations):

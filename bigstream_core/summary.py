@@ -24,6 +24,15 @@ def run_summary(out_dir: str, grids: dict[str, list[Tile]]) -> str:
             f"smallest Jacobian determinant {field['jacobian_min']:.3f}, "
             f"{field['folded_voxels']} folded voxels"
         )
+    inverse_path = os.path.join(out_dir, "transform", "inverse_field.json")
+    if os.path.exists(inverse_path):
+        with open(inverse_path, encoding="utf-8") as handle:
+            inverse = json.load(handle)
+        lines.append(
+            f"  inverse: {inverse['store']}: inverse-consistency error |d(x) + e(x + d(x))| "
+            f"mean {inverse['round_trip_mean_um']:.4f} um, "
+            f"max {inverse['round_trip_max_um']:.4f} um"
+        )
     accuracy_path = os.path.join(out_dir, "qc", "accuracy.json")
     if os.path.exists(accuracy_path):
         with open(accuracy_path, encoding="utf-8") as handle:

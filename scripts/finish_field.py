@@ -6,6 +6,7 @@ import zarr
 
 from bigstream_core import atomic
 from bigstream_core.config import open_config_images
+from bigstream_core.displacement import round_trip_summary
 from bigstream_core.logs import configure
 from bigstream_core.provenance import provenance
 
@@ -24,5 +25,7 @@ summary = {
     "jacobian_min": min(region["jacobian_min"] for region in regions),
     "folded_voxels": sum(region["folded_voxels"] for region in regions),
 }
+if all("round_trip_voxels" in region for region in regions):  # the inverse field
+    summary |= round_trip_summary(regions)
 atomic.write_json(snakemake.output[0], {**store, **summary, "regions": regions})
 log.info("finished %s, %d regions: %s", store["store"], len(regions), summary)

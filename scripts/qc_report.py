@@ -66,6 +66,10 @@ if snakemake.input.deform_report:
     field = json.loads(open(snakemake.input.field).read())
     metrics.loc[stage, "jacobian_min"] = field["jacobian_min"]
     metrics.loc[stage, "folded_share"] = field["folded_voxels"] / math.prod(field["shape"][:3])
+if snakemake.input.inverse_field:  # how far the inverse brings each voxel back
+    inverse = json.loads(open(snakemake.input.inverse_field).read())
+    for key in ("round_trip_mean_um", "round_trip_max_um"):
+        metrics.loc[stage, f"inverse_{key}"] = inverse[key]
 if snakemake.input.accuracy:  # a known transform: TRE before and after each stage
     tre = [row["mean_um"] for row in json.loads(open(snakemake.input.accuracy).read())["stages"]]
     metrics["tre_mean_um"] = tre[: len(metrics) - 1] + tre[-1:]  # the last view: all stages

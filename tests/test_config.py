@@ -87,6 +87,14 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
         ),
         ({"deform": {"iterations": [10, 10, 10]}}, r"must have the same length"),
         (
+            {"deform": {"cc_radius": [3, 2, 1]}},
+            r"and `deform.cc_radius` when a list\) .* 'cc_radius': 3",
+        ),
+        (
+            {"deform": {"gradient": "both"}},
+            r"`deform.gradient` = 'both': expected one of \['moving', 'symmetric'\]",
+        ),
+        (
             {
                 "points": [
                     {"path": "a/spots.csv", "space": "moving"},

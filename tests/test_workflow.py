@@ -238,6 +238,11 @@ def test_points_are_carried_both_ways(finished_run, demo_pair):
     assert list(in_fixed.columns) == ["id", "z", "y", "x"]
     error = np.linalg.norm(in_fixed[xyz].to_numpy() - cells[xyz].to_numpy(), axis=1)
     assert error.mean() < 0.25 * voxel
+    # the inverse's own health check, in its record and in the QC's table
+    inverse = json.loads((results / "transform" / "inverse_field.json").read_text())
+    assert 0 <= inverse["round_trip_mean_um"] <= inverse["round_trip_max_um"] < 0.05 * voxel
+    metrics = pd.read_csv(results / "qc" / "metrics.tsv", sep="\t").set_index("stage")
+    assert metrics["inverse_round_trip_max_um"].dropna().tolist() == [inverse["round_trip_max_um"]]
 
 
 def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, demo_pair):

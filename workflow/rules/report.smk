@@ -11,6 +11,7 @@ rule qc_report:
         local_report=out("local", "report.tsv") if config["local_affine"]["enabled"] else [],
         deform_report=out("deform", "report.tsv") if config["deform"]["enabled"] else [],
         field=out("transform", "field.json") if config["deform"]["enabled"] else [],
+        inverse_field=out("transform", "inverse_field.json") if inverse_wanted() else [],
         accuracy=out("qc", "accuracy.json") if config.get("ground_truth") else [],
     output:
         overlays=[
