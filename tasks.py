@@ -2,7 +2,7 @@
 """Set-up and the two everyday commands, for a fresh clone with only Python 3.11 and pip.
 
     python3 tasks.py demo    # build the environment, write the synthetic pair, run the workflow
-    python3 tasks.py test    # build the environment, lint, run the test suite
+    python3 tasks.py test    # build the environment, lint (+ snakemake --lint), run the tests
 
 The environment is a virtualenv in ``.venv`` (made and updated on demand: it is
 reinstalled whenever pyproject.toml changes). Extra arguments after ``test`` go
@@ -24,6 +24,9 @@ STAMP = VENV / ".installed-pyproject-sha256"
 DEMO_DATA = ROOT / "demo_output" / "data"
 # The demo pair: a global affine plus a smooth deformation of up to 4 µm.
 DEMO_PAIR = ("--preset", "small", "--deform-um", "4")
+# .test/: the configs `snakemake --lint` checks (one run, rounds, a sweep), on a tiny pair
+TEST_DATA = ROOT / ".test" / "data"
+LINTED = ("single", "rounds", "sweep")
 
 
 def run(*command: str | Path) -> None:
@@ -59,12 +62,21 @@ def demo(extra: list[str]) -> None:
     )
 
 
-def test(extra: list[str]) -> None:
-    """Lint (ruff, snakefmt) and run the whole test suite."""
-    ensure_environment()
+def lint() -> None:
+    """ruff, snakefmt, and ``snakemake --lint`` on every .test config (it must find nothing)."""
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "snakefmt", "--check", "workflow")
+    if not (TEST_DATA / "truth.json").exists():
+        run(BIN / "python", "-m", "bigstream_core.phantom", TEST_DATA, "--preset", "tiny")
+    for name in LINTED:
+        run(BIN / "snakemake", "--lint", "--configfile", f".test/{name}/config.yaml")
+
+
+def test(extra: list[str]) -> None:
+    """Lint (ruff, snakefmt, snakemake --lint) and run the whole test suite."""
+    ensure_environment()
+    lint()
     # two workers (this project's machines have 2 cores): the SLURM tests, which mostly wait
     # for the cluster's status polls, run beside the others; a module's tests that share a
     # session fixture (tests marked xdist_group) stay on one worker

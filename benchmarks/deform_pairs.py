@@ -48,7 +48,7 @@ from run import (  # noqa: E402
 )
 
 from bigstream_core.phantom import DENSE_RADIUS_VOX  # noqa: E402
-from bigstream_core.stages import stage_costs  # noqa: E402
+from bigstream_workflow.layout import stage_costs  # noqa: E402
 
 WARP_UM = 8.0
 WARP_SCALE_UM = 32.0

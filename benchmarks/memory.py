@@ -1,7 +1,7 @@
 """Declared against measured memory of every tile job of a finished run.
 
 Declared: what the rule asks the scheduler for on the first attempt
-(``bigstream_core.resources`` on the tile's geometry from ``plan/grid_*.tsv``,
+(``bigstream_workflow.resources`` on the tile's geometry from ``plan/grid_*.tsv``,
 as ``workflow/rules/common.smk`` computes it: for a job of several blocks,
 ``blocks_per_job``, its largest block); measured: the job's peak
 resident memory (``max_rss`` of its Snakemake benchmark file). One row per
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bigstream_core import resources
 from bigstream_core.tiling import batch_id, parse_tile_id
+from bigstream_workflow import resources
 
 # rule -> [(benchmark folder, grid table)], resource function, voxels the function takes
 TILE_RULES = {

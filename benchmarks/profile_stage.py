@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bigstream_core.config import load_yaml, merge_config, open_config_images
 from bigstream_core.deform import DeformParams, register_tile
-from bigstream_core.full_transform import from_inputs
-from bigstream_core.plan import stage_grids
+from bigstream_workflow.config import load_yaml, merge_config, open_config_images
+from bigstream_workflow.plan import stage_grids
+from bigstream_workflow.transform_files import from_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 TOP = 12

@@ -92,7 +92,7 @@ import bigstream_side  # noqa: E402
 from dag import dry_run  # noqa: E402
 from memory import memory_table  # noqa: E402
 
-from bigstream_core.stages import stage_costs  # noqa: E402
+from bigstream_workflow.layout import stage_costs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -149,10 +149,10 @@ shutil.rmtree({out!r} + "/write_once.zarr")
 """
 STARTUP = """
 from bigstream_core import atomic
-from bigstream_core.config import open_config_images
+from bigstream_workflow.config import open_config_images
 from bigstream_core.deform import DeformParams, register_tile
-from bigstream_core.full_transform import from_inputs
-from bigstream_core.logs import configure
+from bigstream_workflow.transform_files import from_inputs
+from bigstream_workflow.logs import configure
 """
 API = """
 import json, time

@@ -10,7 +10,7 @@ until interior blocks exist. Here the block is the same at every size:
 
 - ``deform``: ``register_tile`` on a ``DEFORM_HALO`` block centred in the fixed image, on top
   of the run's global and local affines (the ``deform_block`` job's work);
-- ``resample``: ``resample_block`` of a ``RESAMPLE_BLOCK`` region through the run's whole
+- ``resample``: ``resample_region`` of a ``RESAMPLE_BLOCK`` region through the run's whole
   transform (global, local, the stitched field), with the run's ``transform_step`` (the
   ``resample_block`` job's work but the write). The region starts at a multiple of its
   own z size and stays within one 128-voxel z chunk of the field store, as the workflow's
@@ -26,11 +26,11 @@ import json
 import sys
 from pathlib import Path
 
-from bigstream_core.config import load_yaml, merge_config, open_config_images
 from bigstream_core.deform import DeformParams, register_tile
-from bigstream_core.full_transform import from_inputs
-from bigstream_core.resample import resample_block, source_window, transformed_voxels
+from bigstream_core.resample import resample_region, source_window, transformed_voxels
 from bigstream_core.tiling import Tile
+from bigstream_workflow.config import load_yaml, merge_config, open_config_images
+from bigstream_workflow.transform_files import from_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFORM_HALO = (96, 160, 224)
@@ -67,7 +67,7 @@ def main(pair: Path, stage: str) -> dict:
         transform, _ = from_inputs([*affines, str(results / "transform" / "field.json")])
         region = tuple(slice(*bounds) for bounds in box)
         step = config["resample"]["transform_step"]
-        _, inside = resample_block(moving, transform, region, fixed.spacing, fixed.origin,
+        _, inside = resample_region(moving, transform, region, fixed.spacing, fixed.origin,
                                    config["resample"]["order"], True, step)  # fmt: skip
         masked = 1.0 - float(inside.mean())
     corners = tuple(slice(a, b, 8) for a, b in box)  # the window read, near enough

@@ -71,7 +71,7 @@ class LocalAffineField:
         return result
 
 
-def invert_field(
+def invert_local_field(
     field: LocalAffineField, points: np.ndarray, tolerance: float = 1e-4, max_iterations: int = 100
 ) -> np.ndarray:
     """``L^-1(points)`` (N, 3) µm z y x, by the iteration ``u <- u + J^-1 (v - L(u))``.

@@ -33,8 +33,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from bigstream_core.affine_field import LocalAffineField, field_from_grid, invert_field
-from bigstream_core.affine_refine import RefineParams, refine_affine
+from bigstream_core.affine_field import LocalAffineField, field_from_grid, invert_local_field
 from bigstream_core.deform import DeformParams, register_tile
 from bigstream_core.displacement import (
     DisplacementField,
@@ -49,6 +48,7 @@ from bigstream_core.global_affine import (
     match_images,
     strongest,
 )
+from bigstream_core.intensity_refine import RefineParams, refine_by_intensity
 from bigstream_core.io import Image, array_image, write_ome_zarr
 from bigstream_core.local_affine import fit_tile, prove_filled, settle_tiles
 from bigstream_core.masks import check_mask
@@ -132,7 +132,7 @@ def affine_refine(
     ``*_spacing``: z, y, x µm (ignored for Images). ``fix_mask``/``mov_mask``: optional
     arrays of each image's shape (nonzero = foreground): the metric uses fixed voxels inside
     the fixed mask that map inside the moving mask. ``settings``: the fields of
-    :class:`bigstream_core.affine_refine.RefineParams`, defaults as there: ``metric``
+    :class:`bigstream_core.intensity_refine.RefineParams`, defaults as there: ``metric``
     (``"lncc"``: the NCC of cubes of ``region_voxels``, averaged, robust to gain, gamma and
     illumination changes between rounds; ``"ncc"``: one global NCC), ``fit_gain`` (fit a
     smooth illumination gain of the moving image with the affine), the pyramid
@@ -155,7 +155,7 @@ def affine_refine(
         for mask, image, name in ((fix_mask, fixed, "fix_mask"), (mov_mask, moving, "mov_mask"))
     ]
     params = RefineParams.from_config(settings)
-    affine, report = refine_affine(fixed, moving, initial_affine, params, *masks, seed=seed)
+    affine, report = refine_by_intensity(fixed, moving, initial_affine, params, *masks, seed=seed)
     return (affine, report) if return_report else affine
 
 
@@ -208,7 +208,7 @@ def tiled_ransac_affine(
     tile's metric beyond noise, else the tile keeps the identity (the global affine
     alone). With ``return_report=True`` also a table, one row per tile.
     ``refine``: the ``local_affine.refine`` config block (fields of
-    :class:`~bigstream_core.affine_refine.RefineParams` and ``enabled``; None: its
+    :class:`~bigstream_core.intensity_refine.RefineParams` and ``enabled``; None: its
     defaults, refinement off); it also sets the metric on which each tile proves its
     affine (:func:`~bigstream_core.local_affine.prove_tile`).
 
@@ -524,7 +524,7 @@ def transform_points(
         raise ValueError("moving -> fixed through a deformation needs its inverse_field")
     result = affine_map(np.linalg.inv(global_affine))(points)
     if local is not None:
-        result = invert_field(local, result)
+        result = invert_local_field(local, result)
     if inverse_field is not None:
         result = _displacement(inverse_field, fix_spacing, origin)(result)
     return result

@@ -23,17 +23,17 @@ import pandas as pd
 from scipy import ndimage
 
 from bigstream_core.affine_fit import AffineFitError, check_affine, fit_affine_ransac, residuals
-from bigstream_core.affine_refine import (
+from bigstream_core.intensity_refine import (
     RefineError,
     RefineParams,
     compare_affines,
-    refine_affine,
+    refine_by_intensity,
 )
 from bigstream_core.io import Image, array_image
 from bigstream_core.keypoints import COLUMNS
 from bigstream_core.matching import match_near
 from bigstream_core.neighbourhoods import extract
-from bigstream_core.resample import resample_block, source_window
+from bigstream_core.resample import resample_region, source_window
 from bigstream_core.tiling import Tile
 from bigstream_core.transforms import affine_map, apply_affine
 
@@ -81,7 +81,7 @@ def fit_tile(
     the fixed and moving foreground on their images' grids (or None); a tile whose core
     has less than ``min_foreground`` (a fraction) of fixed foreground is skipped. With
     ``params["refine"]["enabled"]`` the RANSAC affine is refined by intensities
-    (:mod:`bigstream_core.affine_refine`) on the tile's core inside the masks, where it is
+    (:mod:`bigstream_core.intensity_refine`) on the tile's core inside the masks, where it is
     judged, and kept unless the metric improves.
     """
     row = dict.fromkeys(REPORT_COLUMNS[1:6], 0) | {"tile": tile.id, "refine": "off"}
@@ -94,7 +94,7 @@ def fit_tile(
             return None, row | {"status": f"failed: {100 * share:.0f} % foreground ({need})"}
     region = tile.slices("halo")
     fixed_tile = _region_image(fixed.read(region), fixed, region)
-    warped, inside = resample_block(
+    warped, inside = resample_region(
         moving, affine_map(global_affine), region, fixed.spacing, fixed.origin, return_inside=True
     )
     moving_tile = _region_image(warped, fixed, region)
@@ -142,7 +142,7 @@ def fit_tile(
         moving_tile_mask = inside
         if moving_mask is not None:
             mask_image = array_image(moving_mask, moving.spacing, moving.origin)
-            moving_tile_mask = inside & resample_block(
+            moving_tile_mask = inside & resample_region(
                 mask_image, affine_map(global_affine), region, fixed.spacing, fixed.origin, order=0
             ).astype(bool)
         tile_masks = (core, moving_tile_mask)
@@ -291,7 +291,7 @@ def keypoint_regions(
 def _refined(fixed_tile, moving_tile, matrix, params, tile_masks, seed):
     """A tile's RANSAC affine refined by intensities, and the refinement's status."""
     try:
-        refined, report = refine_affine(
+        refined, report = refine_by_intensity(
             fixed_tile, moving_tile, matrix, RefineParams.from_config(params["refine"]),
             *tile_masks, seed=seed,
         )  # fmt: skip

@@ -132,7 +132,7 @@ def transformed_voxels(
     return voxels
 
 
-def resample_block(
+def resample_region(
     moving: Image,
     transform: PointMap,
     region: tuple[slice, slice, slice],
@@ -180,7 +180,7 @@ def resample(
     def block(block_info=None):
         location = block_info[None]["array-location"]
         region = tuple(slice(start, stop) for start, stop in location)
-        return resample_block(
+        return resample_region(
             moving, transform, region, fixed_spacing, fixed_origin, order, step=step
         )
 
@@ -190,7 +190,7 @@ def resample(
     )
 
 
-def write_block(
+def resample_block(
     store: str,
     moving: Image,
     fixed: Image,
@@ -208,7 +208,7 @@ def write_block(
     digest of the data.
     """
     region = tile.slices("core")
-    data = resample_block(moving, transform, region, fixed.spacing, fixed.origin, order, step=step)
+    data = resample_region(moving, transform, region, fixed.spacing, fixed.origin, order, step=step)
     level = zarr.open_array(store, path="0", mode="r+")
     for axis, (start, stop) in enumerate(tile.core):
         chunk = level.chunks[axis]

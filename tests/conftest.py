@@ -76,14 +76,30 @@ def pair_config(pair: Path, output_dir: Path, **overrides) -> dict:
     return config
 
 
-def snakemake_command(workdir: Path, config: dict, *args: str, profile: str = "local") -> list:
-    """The real snakemake CLI on ``config`` (written to ``workdir``) with ``profiles/<profile>``."""
+def deploy(workdir: Path) -> Path:
+    """A lab's deployment of the workflow in ``workdir``, as ``snakedeploy deploy-workflow``
+    writes it: a Snakefile that loads ours as a module, its config the user's, and uses
+    every rule (``github(...)`` there, this checkout's path here)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    snakefile = workdir / "Snakefile"
+    snakefile.write_text(
+        f"module bigstream_workflow:\n    snakefile:\n        {str(SNAKEFILE)!r}\n"
+        "    config:\n        config\n\n\nuse rule * from bigstream_workflow\n"
+    )
+    return snakefile
+
+
+def snakemake_command(
+    workdir: Path, config: dict, *args: str, profile: str = "local", snakefile: Path = SNAKEFILE
+) -> list:
+    """The real snakemake CLI on ``config`` (written to ``workdir``) with ``profiles/<profile>``
+    (``snakefile``: ours, or a deployment's from :func:`deploy`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     return [
         sys.executable, "-m", "snakemake", *args,
-        "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+        "--snakefile", str(snakefile), "--directory", str(workdir),
         "--profile", str(ROOT / "profiles" / profile), "--cores", "2",
         "--configfile", str(configfile),
     ]  # fmt: skip
@@ -99,10 +115,15 @@ def digest(path, component=None) -> str:
 
 
 def run_snakemake(
-    workdir: Path, config: dict, *args: str, profile: str = "local", timeout: int = 600
+    workdir: Path,
+    config: dict,
+    *args: str,
+    profile: str = "local",
+    timeout: int = 600,
+    snakefile: Path = SNAKEFILE,
 ):
     """Run the real snakemake CLI on ``config`` in ``workdir`` with ``profiles/<profile>``."""
-    command = snakemake_command(workdir, config, *args, profile=profile)
+    command = snakemake_command(workdir, config, *args, profile=profile, snakefile=snakefile)
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=SNAKEMAKE_ENV
     )

@@ -13,7 +13,7 @@ import pytest
 import yaml
 import zarr
 
-from bigstream_core.config import (
+from bigstream_workflow.config import (
     ConfigError,
     checked_config,
     load_yaml,

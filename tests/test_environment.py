@@ -20,7 +20,7 @@ def pyproject_pins() -> dict[str, SpecifierSet]:
 
 
 def conda_pins() -> dict[str, SpecifierSet]:
-    env = yaml.safe_load((ROOT / "envs" / "bigstream.yaml").read_text())
+    env = yaml.safe_load((ROOT / "workflow" / "envs" / "bigstream.yaml").read_text())
     pins = {}
     for entry in env["dependencies"]:
         assert isinstance(entry, str), f"unexpected non-conda entry {entry!r}"
@@ -38,4 +38,4 @@ def test_every_rule_declares_the_environment():
     for path in rules:
         text = path.read_text()
         n_rules = text.count("\nrule ") + text.startswith("rule ")
-        assert text.count('conda:\n        "../../envs/bigstream.yaml"') == n_rules, path.name
+        assert text.count('conda:\n        "../envs/bigstream.yaml"') == n_rules, path.name

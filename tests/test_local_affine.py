@@ -19,7 +19,6 @@ from bigstream_core.api import (
     tiled_ransac_affine,
     transform_points,
 )
-from bigstream_core.config import load_yaml
 from bigstream_core.global_affine import image_keypoints, strongest
 from bigstream_core.io import array_image, open_image
 from bigstream_core.keypoints import keypoint_grid, tile_keypoints
@@ -34,6 +33,7 @@ from bigstream_core.local_affine import (
 from bigstream_core.phantom import GroundTruth, another_round, dense, preset, write_pair
 from bigstream_core.tiling import overlap_voxels, tile_grid, tiles_meeting
 from bigstream_core.transforms import affine_map, chain
+from bigstream_workflow.config import load_yaml
 from tests.conftest import ROOT
 
 KEYPOINTS = dict(min_radius=1.5, max_radius=5, match_threshold=0.7)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from bigstream_core.io import array_image
-from bigstream_core.qc_planes import DisplayGrid, sample_plane
-from bigstream_core.qc_views import foreground_ncc, tile_grid
-from bigstream_core.summary import stage_ncc_lines
+from bigstream_workflow.qc_planes import DisplayGrid, sample_plane
+from bigstream_workflow.qc_views import foreground_ncc, tile_values
+from bigstream_workflow.summary import stage_ncc_lines
 
 
 def volume(shape=(40, 150, 170), seed=0) -> np.ndarray:
@@ -79,7 +79,7 @@ def test_plane_ncc_is_one_for_the_same_image_and_near_zero_for_noise():
 
 def test_a_report_column_becomes_a_grid_of_tiles():
     report = pd.DataFrame({"tile": ["z0_y0_x0", "z1_y0_x2", "z0_y1_x1"], "inliers": [5, 7, "x"]})
-    grid = tile_grid(report, "inliers")
+    grid = tile_values(report, "inliers")
     assert grid.shape == (2, 2, 3)
     assert grid[0, 0, 0] == 5 and grid[1, 0, 2] == 7
     assert np.isnan(grid[0, 1, 1]) and np.isnan(grid[1, 1, 1])

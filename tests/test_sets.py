@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bigstream_core.config import ConfigError, load_yaml, merge_config
 from bigstream_core.io import open_image, write_n5
 from bigstream_core.phantom import preset, write_pair
-from bigstream_core.sets import expand_sets, read_sweep
+from bigstream_workflow.config import ConfigError, load_yaml, merge_config
+from bigstream_workflow.sets import expand_sets, read_sweep
 from tests.conftest import ROOT, demo_config, pair_config, run_snakemake
 
 DEFAULTS = load_yaml(ROOT / "config" / "config.yaml")

@@ -20,9 +20,9 @@ from matplotlib.image import imread
 
 from bigstream_core import api
 from bigstream_core.accuracy import evaluate, foreground_points, points_inside
-from bigstream_core.affine_refine import RefineParams
-from bigstream_core.config import load_yaml, merge_config
 from bigstream_core.deform import DeformParams
+from bigstream_core.intensity_refine import RefineParams
+from bigstream_workflow.config import load_yaml, merge_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

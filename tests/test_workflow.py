@@ -33,6 +33,7 @@ from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
 from tests.conftest import (
     SNAKEMAKE_ENV,
+    deploy,
     digest,
     pair_config,
     run_snakemake,
@@ -55,7 +56,10 @@ def finished_run(tutorial, demo_pair, tmp_path_factory):
     run docs/tutorial.py makes (config/demo.yaml with its paths, through the snakemake CLI and
     profiles/local; tests/test_tutorial.py checks its stages against the API's), run again
     here with point tables to carry across, which adds only the jobs those need (the inverse
-    field, the points). Its results are in ``config["output_dir"]``."""
+    field, the points). It runs as a lab deploys the workflow (:func:`deploy`: our Snakefile
+    as a module of theirs), so the tests on ``work`` below run through that module too:
+    with the same rules, the module finds the tutorial's results done. Its results are in
+    ``config["output_dir"]``."""
     work = tmp_path_factory.mktemp("run")
     config = copy.deepcopy(tutorial["config"])
     assert Path(config["fixed"]["path"]).parent == demo_pair
@@ -73,11 +77,16 @@ def finished_run(tutorial, demo_pair, tmp_path_factory):
         {"path": str(work / "cells.parquet"), "space": "fixed"},
         {"path": str(work / "spots.csv"), "space": "moving"},
     ]
-    result = run_snakemake(work, config)
+    result = run_deployed(work, config)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "rule warp_points:" in log and "rule deform_block:" not in log  # the tutorial's run
     return work, config, result
+
+
+def run_deployed(work: Path, config: dict, *args: str):
+    """Snakemake in ``work`` through a deployment's Snakefile there (:func:`deploy`)."""
+    return run_snakemake(work, config, *args, snakefile=deploy(work))
 
 
 # The stages before the deformation, which the runs that vary how the deformation and the
@@ -294,7 +303,7 @@ def colour_separation(png: bytes) -> float:
 def test_the_qc_report_shows_the_images_come_together(finished_run, tmp_path):
     work, config, _ = finished_run
     report = tmp_path / "report.zip"
-    result = run_snakemake(work, config, "--report", str(report))
+    result = run_deployed(work, config, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     with zipfile.ZipFile(report) as archive:
         files = {Path(name).name: archive.read(name) for name in archive.namelist()}
@@ -327,7 +336,7 @@ def test_the_qc_report_shows_the_images_come_together(finished_run, tmp_path):
 
 def test_rerun_does_nothing(finished_run):
     work, config, _ = finished_run
-    result = run_snakemake(work, config)
+    result = run_deployed(work, config)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
@@ -345,7 +354,7 @@ def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
             level[tuple(slice(*b) for b in block["core"])] = 7
         manifest.unlink()
     (results / "aligned" / "complete.json").unlink()
-    result = run_snakemake(work, config)
+    result = run_deployed(work, config)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert log.count("rule resample_block:") == 2 and "rule finalize_aligned:" in log

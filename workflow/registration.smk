@@ -9,13 +9,13 @@ include: "rules/global_affine.smk"
 include: "rules/local_affine.smk"
 include: "rules/deform.smk"
 include: "rules/resample.smk"
-include: "rules/evaluate.smk"
+include: "rules/accuracy.smk"
 include: "rules/points.smk"
-include: "rules/report.smk"
+include: "rules/qc.smk"
 
 
 def all_targets():
-    """What the entry Snakefile's `rule all` asks for: this registration's results."""
+    """The targets of the entry Snakefile's `all`: this registration's results."""
     return final_targets()
 
 

@@ -1,32 +1,32 @@
 # Shared set-up: config checks, image metadata, tile grids, output paths.
+import os
 import re
 
 import numpy as np
-
-
-include: "repository.smk"
-
-
 from snakemake.exceptions import WorkflowError
 
-from bigstream_core.config import ConfigError, channel_entry, checked_config
+from bigstream_workflow.config import ConfigError, channel_entry, checked_config
 from bigstream_core.keypoints import first_octave
-from bigstream_core.plan import stage_grids
-from bigstream_core.resources import (
+from bigstream_workflow.plan import stage_grids
+from bigstream_workflow.resources import (
     deform_mem_mb as deform_job_mem_mb,
+    deform_runtime_min as deform_job_runtime_min,
     field_region_mem_mb as field_region_job_mem_mb,
     keypoint_job_mem_mb,
     local_tile_mem_mb as local_job_mem_mb,
     match_job_mem_mb,
     refine_mem_mb as refine_job_mem_mb,
     resample_mem_mb as resample_job_mem_mb,
+    runtime_min,
+    settle_runtime_min as settle_job_runtime_min,
 )
-from bigstream_core.provenance import source_digest
-from bigstream_core.summary import run_summary
+from bigstream_workflow.layout import inverse_wanted
+from bigstream_workflow.provenance import source_digest
+from bigstream_workflow.summary import run_summary
 from bigstream_core.tiling import TILE_ID_PATTERN, neighbours, tile_batches
 
 try:
-    IMAGES = checked_config(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
+    IMAGES = checked_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as error:
     where = f" (set {config['set']['name']})" if config.get("set") else ""
     raise WorkflowError(f"bigstream-workflow{where}: {error}") from None
@@ -61,12 +61,12 @@ SET = config.get("set") or {"name": None, "reuse": {}}
 REUSE = SET["reuse"]
 
 
-def own(*parts):
+def written_here(*parts):
     """Path of a file this run writes (outputs, logs, benchmarks): under output_dir."""
     return os.path.join(OUT, *parts)
 
 
-def out(*parts):
+def result(*parts):
     """Path of a result this run reads: under output_dir, or, for a stage another set of a
     rounds/sweep run computes (config `set.reuse`: result path prefix -> that set's
     output_dir), under that set's folder (the longest prefix wins)."""
@@ -75,7 +75,7 @@ def out(*parts):
         folder = REUSE.get("/".join(parts[:depth]))
         if folder is not None:
             return os.path.join(folder, path)
-    return own(*parts)
+    return written_here(*parts)
 
 
 def plan_config():
@@ -105,7 +105,7 @@ def masked(role):
 
 def mask_files(role):
     """The image's mask on its low-res grid, as a list (empty without a mask)."""
-    return [out("masks", f"{role}.npy")] if masked(role) else []
+    return [result("masks", f"{role}.npy")] if masked(role) else []
 
 
 def refine_mem_mb(wildcards, attempt):
@@ -126,7 +126,7 @@ def keypoint_grid_config():
 
 def keypoint_tables(role):
     """Key point tables of every low-res tile of one image."""
-    return [out("global", "keypoints", role, f"{t}.parquet") for t in TILES[f"keypoints_{role}"]]
+    return [result("global", "keypoints", role, f"{t}.parquet") for t in TILES[f"keypoints_{role}"]]
 
 
 def keypoint_benchmarks(role):
@@ -153,8 +153,7 @@ def keypoints_mem_mb(wildcards, attempt):
 
 def keypoints_runtime_min(wildcards, attempt):
     """Minutes for a key point job, from its halo voxels (generous: about 1 Mvoxel/s)."""
-    tile = TILES[f"keypoints_{wildcards.image}"][wildcards.tile]
-    return (5 + tile.halo_voxels // 60_000_000) * attempt
+    return runtime_min(TILES[f"keypoints_{wildcards.image}"][wildcards.tile].halo_voxels, attempt)
 
 
 def match_mem_mb(wildcards, attempt):
@@ -170,7 +169,7 @@ def local_tile_mem_mb(wildcards, attempt):
 
 def local_tile_runtime_min(wildcards, attempt):
     """Minutes for a local affine job (generous: about 1 Mvoxel/s)."""
-    return (5 + TILES["local_affine"][wildcards.tile].halo_voxels // 60_000_000) * attempt
+    return runtime_min(TILES["local_affine"][wildcards.tile].halo_voxels, attempt)
 
 
 def settle_mem_mb(wildcards, attempt):
@@ -181,7 +180,7 @@ def settle_mem_mb(wildcards, attempt):
 
 def settle_runtime_min(wildcards, attempt):
     """Minutes to settle the local tiles: up to every tile filled and proved, ~1 s each."""
-    return (10 + len(TILES["local_affine"]) // 60) * attempt
+    return settle_job_runtime_min(len(TILES["local_affine"]), attempt)
 
 
 def batch_voxels(stage, wildcards):
@@ -196,7 +195,7 @@ def resample_mem_mb(wildcards, attempt):
 
 def resample_runtime_min(wildcards, attempt):
     """Minutes for a resampling job (generous: about 1 Mvoxel/s)."""
-    return (5 + sum(batch_voxels("resample", wildcards)) // 60_000_000) * attempt
+    return runtime_min(sum(batch_voxels("resample", wildcards)), attempt)
 
 
 def deform_mem_mb(wildcards, attempt):
@@ -206,7 +205,7 @@ def deform_mem_mb(wildcards, attempt):
 
 def deform_runtime_min(wildcards, attempt):
     """Minutes for a deform job (generous: about 0.1 Mvoxel/s)."""
-    return (10 + sum(batch_voxels("deform", wildcards)) // 6_000_000) * attempt
+    return deform_job_runtime_min(sum(batch_voxels("deform", wildcards)), attempt)
 
 
 def field_region_mem_mb(wildcards, attempt):
@@ -218,13 +217,13 @@ def field_region_mem_mb(wildcards, attempt):
 
 def field_region_runtime_min(wildcards, attempt):
     """Minutes for a job stitching or inverting the field regions of a batch."""
-    return (5 + sum(batch_voxels("deform", wildcards)) // 60_000_000) * attempt
+    return runtime_min(sum(batch_voxels("deform", wildcards)), attempt)
 
 
 def deform_block_file(tile_id, suffix):
     """A deform block's field (".npy") or report (".json"), in its batch's folder."""
     batch = BATCH_OF["deform"][tile_id]
-    return out("deform", "blocks", batch, f"{tile_id}{suffix}")
+    return result("deform", "blocks", batch, f"{tile_id}{suffix}")
 
 
 def stitch_neighbours(wildcards):
@@ -237,14 +236,14 @@ def stitch_neighbours(wildcards):
 def stitch_inputs(wildcards):
     """The folders of the deform batches that hold a stitching job's blocks and neighbours."""
     batches = {BATCH_OF["deform"][n.id] for _, near in stitch_neighbours(wildcards) for n in near}
-    return [out("deform", "blocks", batch) for batch in sorted(batches)]
+    return [result("deform", "blocks", batch) for batch in sorted(batches)]
 
 
 def affine_transform_files():
     """The files of the affine stages: global affine, then the local field if enabled."""
-    files = [out("global", "affine.txt")]
+    files = [result("global", "affine.txt")]
     if config["local_affine"]["enabled"]:
-        files.append(out("local", "field.json"))
+        files.append(result("local", "field.json"))
     return files
 
 
@@ -252,7 +251,7 @@ def final_transform_files():
     """The files of the full transform: the affine stages, then the displacement field."""
     files = affine_transform_files()
     if config["deform"]["enabled"]:
-        files.append(out("transform", "field.json"))
+        files.append(result("transform", "field.json"))
     return files
 
 
@@ -274,16 +273,8 @@ def point_transform_files(wildcards):
     with a deformation, the deformation's inverse."""
     files = final_transform_files()
     if POINTS[wildcards.table]["space"] == "moving" and config["deform"]["enabled"]:
-        files.append(out("transform", "inverse_field.json"))
+        files.append(result("transform", "inverse_field.json"))
     return files
-
-
-def inverse_wanted():
-    """The inverse field is computed when asked for (`deform.inverse`) or when a
-    points table in moving space needs it."""
-    return config["deform"]["enabled"] and (
-        config["deform"]["inverse"] or any(e["space"] == "moving" for e in POINTS.values())
-    )
 
 
 def qc_views():
@@ -295,12 +286,12 @@ def qc_views():
     if config["local_affine"]["enabled"]:
         lowres["local affines"] = "local"
     for index, (view, stage) in enumerate(lowres.items(), start=1):
-        store = out(stage, "moving_lowres_aligned.ome.zarr")
+        store = result(stage, "moving_lowres_aligned.ome.zarr")
         views[view] = (f"overlay_{index}_{view.replace(' ', '_')}.png", store, store)
     views["aligned (all stages)"] = (
         "overlay_3_aligned.png",
-        out("aligned.ome.zarr"),
-        out("aligned", "complete.json"),
+        result("aligned.ome.zarr"),
+        result("aligned", "complete.json"),
     )
     return views
 
@@ -311,21 +302,21 @@ def qc_tiled():
 
 
 def final_targets():
-    """What `rule all` asks for: every stage that exists so far."""
-    targets = [out("plan", "images.json")]
-    targets += [out("global", name) for name in ("affine.txt", "report.json")]
-    targets.append(out("global", "moving_lowres_aligned.ome.zarr"))
+    """The targets of `all`: every stage that exists so far."""
+    targets = [result("plan", "images.json")]
+    targets += [result("global", name) for name in ("affine.txt", "report.json")]
+    targets.append(result("global", "moving_lowres_aligned.ome.zarr"))
     if config["local_affine"]["enabled"]:
-        targets += [out("local", name) for name in ("report.tsv", "field.json")]
-        targets.append(out("local", "moving_lowres_aligned.ome.zarr"))
+        targets += [result("local", name) for name in ("report.tsv", "field.json")]
+        targets.append(result("local", "moving_lowres_aligned.ome.zarr"))
     if config["deform"]["enabled"]:
-        targets.append(out("deform", "report.tsv"))
-        targets.append(out("transform", "field.json"))
-    if inverse_wanted():
-        targets.append(out("transform", "inverse_field.json"))
-    targets += [out(product, "complete.json") for product in PRODUCTS]
-    targets += [out("points", name) for name in POINTS]
+        targets.append(result("deform", "report.tsv"))
+        targets.append(result("transform", "field.json"))
+    if inverse_wanted(config):
+        targets.append(result("transform", "inverse_field.json"))
+    targets += [result(product, "complete.json") for product in PRODUCTS]
+    targets += [result("points", name) for name in POINTS]
     if config.get("ground_truth"):
-        targets.append(out("qc", "accuracy.json"))
-    targets.append(out("qc", "metrics.tsv"))
+        targets.append(result("qc", "accuracy.json"))
+    targets.append(result("qc", "metrics.tsv"))
     return targets

@@ -6,13 +6,13 @@ rule deform_block:
     input:
         transforms=affine_transform_files(),
     output:
-        directory(own("deform", "blocks", "{batch}")),
+        directory(written_here("deform", "blocks", "{batch}")),
     log:
-        own("logs", "deform_block", "{batch}.log"),
+        written_here("logs", "deform_block", "{batch}.log"),
     benchmark:
-        own("benchmarks", "deform_block", "{batch}.tsv")
+        written_here("benchmarks", "deform_block", "{batch}.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=deform_mem_mb,
@@ -23,59 +23,59 @@ rule deform_block:
         deform=config["deform"],
         version=CODE_VERSION,
     script:
-        "../../scripts/deform_block.py"
+        "../scripts/deform_block.py"
 
 
 rule collect_deform_report:
     input:
-        [out("deform", "blocks", batch) for batch in BATCHES.get("deform", {})],
+        [result("deform", "blocks", batch) for batch in BATCHES.get("deform", {})],
     output:
-        own("deform", "report.tsv"),
+        written_here("deform", "report.tsv"),
     log:
-        own("logs", "collect_deform_report.log"),
+        written_here("logs", "collect_deform_report.log"),
     localrule: True
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     params:
         reports=[deform_block_file(tile, ".json") for tile in TILES.get("deform", {})],
         version=CODE_VERSION,
     script:
-        "../../scripts/collect_deform_report.py"
+        "../scripts/collect_deform_report.py"
 
 
 rule create_field_store:
     input:
-        plan=out("plan", "images.json"),
+        plan=result("plan", "images.json"),
     output:
-        own("transform", "{name}_store.json"),
+        written_here("transform", "{name}_store.json"),
     log:
-        own("logs", "create_{name}_store.log"),
+        written_here("logs", "create_{name}_store.log"),
     wildcard_constraints:
         name="field|inverse_field",
     localrule: True
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     params:
         images=image_config(),
-        store=lambda wc: out("transform", f"{wc.name}.zarr"),
+        store=lambda wc: result("transform", f"{wc.name}.zarr"),
         blocksize=config["deform"]["blocksize"],
         version=CODE_VERSION,
     script:
-        "../../scripts/create_field_store.py"
+        "../scripts/create_field_store.py"
 
 
 rule stitch_field:
     input:
-        store=out("transform", "field_store.json"),
+        store=result("transform", "field_store.json"),
         blocks=stitch_inputs,
     output:
-        own("transform", "field_regions", "{batch}.json"),
+        written_here("transform", "field_regions", "{batch}.json"),
     log:
-        own("logs", "stitch_field", "{batch}.log"),
+        written_here("logs", "stitch_field", "{batch}.log"),
     benchmark:
-        own("benchmarks", "stitch_field", "{batch}.tsv")
+        written_here("benchmarks", "stitch_field", "{batch}.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=field_region_mem_mb,
@@ -91,21 +91,21 @@ rule stitch_field:
         deform=config["deform"],
         version=CODE_VERSION,
     script:
-        "../../scripts/stitch_field.py"
+        "../scripts/stitch_field.py"
 
 
 rule invert_field:
     input:
-        store=out("transform", "inverse_field_store.json"),
-        field=out("transform", "field.json"),
+        store=result("transform", "inverse_field_store.json"),
+        field=result("transform", "field.json"),
     output:
-        own("transform", "inverse_field_regions", "{batch}.json"),
+        written_here("transform", "inverse_field_regions", "{batch}.json"),
     log:
-        own("logs", "invert_field", "{batch}.log"),
+        written_here("logs", "invert_field", "{batch}.log"),
     benchmark:
-        own("benchmarks", "invert_field", "{batch}.tsv")
+        written_here("benchmarks", "invert_field", "{batch}.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=field_region_mem_mb,
@@ -114,26 +114,27 @@ rule invert_field:
         tiles=lambda wc: BATCHES["deform"][wc.batch],
         version=CODE_VERSION,
     script:
-        "../../scripts/invert_field.py"
+        "../scripts/invert_field.py"
 
 
 rule finish_field:
     input:
-        store=out("transform", "{name}_store.json"),
+        store=result("transform", "{name}_store.json"),
         regions=lambda wc: [
-            out("transform", f"{wc.name}_regions", f"{batch}.json") for batch in BATCHES["deform"]
+            result("transform", f"{wc.name}_regions", f"{batch}.json")
+            for batch in BATCHES["deform"]
         ],
     output:
-        own("transform", "{name}.json"),
+        written_here("transform", "{name}.json"),
     log:
-        own("logs", "finish_{name}.log"),
+        written_here("logs", "finish_{name}.log"),
     wildcard_constraints:
         name="field|inverse_field",
     localrule: True
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     params:
         images=image_config(),
         version=CODE_VERSION,
     script:
-        "../../scripts/finish_field.py"
+        "../scripts/finish_field.py"

@@ -3,18 +3,18 @@
 
 rule detect_keypoints:
     input:
-        plan=out("plan", "images.json"),
+        plan=result("plan", "images.json"),
         mask=lambda wc: mask_files(wc.image),
     output:
-        own("global", "keypoints", "{image}", "{tile}.parquet"),
+        written_here("global", "keypoints", "{image}", "{tile}.parquet"),
     log:
-        own("logs", "detect_keypoints", "{image}", "{tile}.log"),
+        written_here("logs", "detect_keypoints", "{image}", "{tile}.log"),
     benchmark:
-        own("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
+        written_here("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
     wildcard_constraints:
         image="fixed|moving",
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=keypoints_mem_mb,
@@ -25,7 +25,7 @@ rule detect_keypoints:
         keypoints=config["global_affine"],
         version=CODE_VERSION,
     script:
-        "../../scripts/detect_keypoints.py"
+        "../scripts/detect_keypoints.py"
 
 
 rule match_keypoints:
@@ -33,14 +33,14 @@ rule match_keypoints:
         fixed=keypoint_tables("fixed"),
         moving=keypoint_tables("moving"),
     output:
-        matches=own("global", "matches.parquet"),
-        info=own("global", "matches.json"),
+        matches=written_here("global", "matches.parquet"),
+        info=written_here("global", "matches.json"),
     log:
-        own("logs", "match_keypoints.log"),
+        written_here("logs", "match_keypoints.log"),
     benchmark:
-        own("benchmarks", "match_keypoints.tsv")
+        written_here("benchmarks", "match_keypoints.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 2
     resources:
         mem_mb=match_mem_mb,
@@ -51,24 +51,24 @@ rule match_keypoints:
         seed=config["seed"],
         version=CODE_VERSION,
     script:
-        "../../scripts/match_keypoints.py"
+        "../scripts/match_keypoints.py"
 
 
 rule fit_global_affine:
     input:
-        matches=out("global", "matches.parquet"),
-        info=out("global", "matches.json"),
+        matches=result("global", "matches.parquet"),
+        info=result("global", "matches.json"),
         fixed_benchmarks=keypoint_benchmarks("fixed"),
         moving_benchmarks=keypoint_benchmarks("moving"),
     output:
-        affine=own("global", "ransac_affine.txt"),
-        report=own("global", "ransac_report.json"),
+        affine=written_here("global", "ransac_affine.txt"),
+        report=written_here("global", "ransac_report.json"),
     log:
-        own("logs", "fit_global_affine.log"),
+        written_here("logs", "fit_global_affine.log"),
     benchmark:
-        own("benchmarks", "fit_global_affine.tsv")
+        written_here("benchmarks", "fit_global_affine.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -78,25 +78,25 @@ rule fit_global_affine:
         seed=config["seed"],
         version=CODE_VERSION,
     script:
-        "../../scripts/fit_global_affine.py"
+        "../scripts/fit_global_affine.py"
 
 
 rule refine_global_affine:
     input:
-        affine=out("global", "ransac_affine.txt"),
-        report=out("global", "ransac_report.json"),
+        affine=result("global", "ransac_affine.txt"),
+        report=result("global", "ransac_report.json"),
         fixed_mask=mask_files("fixed"),
         moving_mask=mask_files("moving"),
     output:
-        affine=own("global", "affine.txt"),
-        affine_xyz=own("global", "affine_xyz.txt"),
-        report=own("global", "report.json"),
+        affine=written_here("global", "affine.txt"),
+        affine_xyz=written_here("global", "affine_xyz.txt"),
+        report=written_here("global", "report.json"),
     log:
-        own("logs", "refine_global_affine.log"),
+        written_here("logs", "refine_global_affine.log"),
     benchmark:
-        own("benchmarks", "refine_global_affine.tsv")
+        written_here("benchmarks", "refine_global_affine.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=refine_mem_mb,
@@ -107,20 +107,20 @@ rule refine_global_affine:
         seed=config["seed"],
         version=CODE_VERSION,
     script:
-        "../../scripts/refine_global_affine.py"
+        "../scripts/refine_global_affine.py"
 
 
 rule apply_global_affine:
     input:
-        affine=out("global", "affine.txt"),
+        affine=result("global", "affine.txt"),
     output:
-        directory(own("global", "moving_lowres_aligned.ome.zarr")),
+        directory(written_here("global", "moving_lowres_aligned.ome.zarr")),
     log:
-        own("logs", "apply_global_affine.log"),
+        written_here("logs", "apply_global_affine.log"),
     benchmark:
-        own("benchmarks", "apply_global_affine.tsv")
+        written_here("benchmarks", "apply_global_affine.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -129,4 +129,4 @@ rule apply_global_affine:
         images=image_config(),
         version=CODE_VERSION,
     script:
-        "../../scripts/apply_lowres.py"
+        "../scripts/apply_global_affine.py"

@@ -3,19 +3,19 @@
 
 rule fit_local_affine:
     input:
-        affine=out("global", "affine.txt"),
+        affine=result("global", "affine.txt"),
         # written once every key-point table of both images is (the tables it reads)
-        keypoints=out("global", "matches.json"),
+        keypoints=result("global", "matches.json"),
         fixed_mask=mask_files("fixed"),
         moving_mask=mask_files("moving"),
     output:
-        own("local", "tiles", "{tile}.json"),
+        written_here("local", "tiles", "{tile}.json"),
     log:
-        own("logs", "fit_local_affine", "{tile}.log"),
+        written_here("logs", "fit_local_affine", "{tile}.log"),
     benchmark:
-        own("benchmarks", "fit_local_affine", "{tile}.tsv")
+        written_here("benchmarks", "fit_local_affine", "{tile}.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=local_tile_mem_mb,
@@ -25,28 +25,28 @@ rule fit_local_affine:
         tile=lambda wc: TILES["local_affine"][wc.tile],
         local=config["local_affine"],
         keypoints=keypoint_grid_config(),
-        keypoint_tables={role: out("global", "keypoints", role) for role in ("fixed", "moving")},
+        keypoint_tables={role: result("global", "keypoints", role) for role in ("fixed", "moving")},
         min_foreground=config["foreground"]["min_tile_fraction"],
         seed=config["seed"],
         version=CODE_VERSION,
     script:
-        "../../scripts/fit_local_affine.py"
+        "../scripts/fit_local_affine.py"
 
 
 rule settle_local_affines:
     input:
-        tiles=[out("local", "tiles", f"{tile}.json") for tile in TILES.get("local_affine", {})],
-        affine=out("global", "affine.txt"),
+        tiles=[result("local", "tiles", f"{tile}.json") for tile in TILES.get("local_affine", {})],
+        affine=result("global", "affine.txt"),
         fixed_mask=mask_files("fixed"),
         moving_mask=mask_files("moving"),
     output:
-        affines=own("local", "affines.npy"),
-        report=own("local", "report.tsv"),
-        field=own("local", "field.json"),
+        affines=written_here("local", "affines.npy"),
+        report=written_here("local", "report.tsv"),
+        field=written_here("local", "field.json"),
     log:
-        own("logs", "settle_local_affines.log"),
+        written_here("logs", "settle_local_affines.log"),
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=settle_mem_mb,
@@ -57,21 +57,21 @@ rule settle_local_affines:
         seed=config["seed"],
         version=CODE_VERSION,
     script:
-        "../../scripts/settle_local_affines.py"
+        "../scripts/settle_local_affines.py"
 
 
 rule apply_local_affines_lowres:
     input:
-        affine=out("global", "affine.txt"),
-        field=out("local", "field.json"),
+        affine=result("global", "affine.txt"),
+        field=result("local", "field.json"),
     output:
-        directory(own("local", "moving_lowres_aligned.ome.zarr")),
+        directory(written_here("local", "moving_lowres_aligned.ome.zarr")),
     log:
-        own("logs", "apply_local_affines_lowres.log"),
+        written_here("logs", "apply_local_affines_lowres.log"),
     benchmark:
-        own("benchmarks", "apply_local_affines_lowres.tsv")
+        written_here("benchmarks", "apply_local_affines_lowres.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 2
     resources:
         mem_mb=2000,
@@ -80,4 +80,4 @@ rule apply_local_affines_lowres:
         images=image_config(),
         version=CODE_VERSION,
     script:
-        "../../scripts/apply_lowres.py"
+        "../scripts/apply_local_affines_lowres.py"

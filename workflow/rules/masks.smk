@@ -3,15 +3,15 @@
 
 rule foreground_mask:
     output:
-        own("masks", "{image}.npy"),
+        written_here("masks", "{image}.npy"),
     log:
-        own("logs", "foreground_mask", "{image}.log"),
+        written_here("logs", "foreground_mask", "{image}.log"),
     benchmark:
-        own("benchmarks", "foreground_mask", "{image}.tsv")
+        written_here("benchmarks", "foreground_mask", "{image}.tsv")
     wildcard_constraints:
         image="fixed|moving",
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=mask_mem_mb,
@@ -21,4 +21,4 @@ rule foreground_mask:
         foreground=config["foreground"],
         version=CODE_VERSION,
     script:
-        "../../scripts/foreground_mask.py"
+        "../scripts/foreground_mask.py"

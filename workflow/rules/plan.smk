@@ -1,14 +1,14 @@
 rule plan:
     output:
-        images=own("plan", "images.json"),
-        grids=[own("plan", f"grid_{name}.tsv") for name in GRIDS],
+        images=written_here("plan", "images.json"),
+        grids=[written_here("plan", f"grid_{name}.tsv") for name in GRIDS],
     log:
-        own("logs", "plan.log"),
+        written_here("logs", "plan.log"),
     localrule: True
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     params:
         config=plan_config(),
         version=CODE_VERSION,
     script:
-        "../../scripts/plan.py"
+        "../scripts/plan.py"

@@ -6,13 +6,13 @@ rule warp_points:
         table=lambda wc: POINTS[wc.table]["path"],
         transforms=point_transform_files,
     output:
-        own("points", "{table}"),
+        written_here("points", "{table}"),
     log:
-        own("logs", "warp_points", "{table}.log"),
+        written_here("logs", "warp_points", "{table}.log"),
     wildcard_constraints:
         table="|".join(re.escape(name) for name in POINTS) or "no-points",
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -21,4 +21,4 @@ rule warp_points:
         space=lambda wc: POINTS[wc.table]["space"],
         version=CODE_VERSION,
     script:
-        "../../scripts/warp_points.py"
+        "../scripts/warp_points.py"

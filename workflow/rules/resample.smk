@@ -7,35 +7,35 @@
 
 rule create_aligned_store:
     input:
-        plan=out("plan", "images.json"),
+        plan=result("plan", "images.json"),
     output:
-        own("{aligned}", "store.json"),
+        written_here("{aligned}", "store.json"),
     log:
-        own("logs", "create_aligned_store", "{aligned}.log"),
+        written_here("logs", "create_aligned_store", "{aligned}.log"),
     localrule: True
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     params:
         images=lambda wc: product_images(wc.aligned),
-        store=lambda wc: own(f"{wc.aligned}.ome.zarr"),
+        store=lambda wc: written_here(f"{wc.aligned}.ome.zarr"),
         blocksize=config["resample"]["blocksize"],
         version=CODE_VERSION,
     script:
-        "../../scripts/create_aligned_store.py"
+        "../scripts/create_aligned_store.py"
 
 
 rule resample_block:
     input:
-        store=own("{aligned}", "store.json"),
+        store=written_here("{aligned}", "store.json"),
         transforms=final_transform_files(),
     output:
-        own("{aligned}", "blocks", "{batch}.json"),
+        written_here("{aligned}", "blocks", "{batch}.json"),
     log:
-        own("logs", "resample_block", "{aligned}", "{batch}.log"),
+        written_here("logs", "resample_block", "{aligned}", "{batch}.log"),
     benchmark:
-        own("benchmarks", "resample_block", "{aligned}", "{batch}.tsv")
+        written_here("benchmarks", "resample_block", "{aligned}", "{batch}.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=resample_mem_mb,
@@ -47,30 +47,32 @@ rule resample_block:
         transform_step=config["resample"]["transform_step"],
         version=CODE_VERSION,
     script:
-        "../../scripts/resample_block.py"
+        "../scripts/resample_block.py"
 
 
 rule finalize_aligned:
     input:
-        store=own("{aligned}", "store.json"),
-        blocks=lambda wc: [own(wc.aligned, "blocks", f"{b}.json") for b in BATCHES["resample"]],
+        store=written_here("{aligned}", "store.json"),
+        blocks=lambda wc: [
+            written_here(wc.aligned, "blocks", f"{b}.json") for b in BATCHES["resample"]
+        ],
     output:
-        own("{aligned}", "complete.json"),
+        written_here("{aligned}", "complete.json"),
     log:
-        own("logs", "finalize_aligned", "{aligned}.log"),
+        written_here("logs", "finalize_aligned", "{aligned}.log"),
     benchmark:
-        own("benchmarks", "finalize_aligned", "{aligned}.tsv")
+        written_here("benchmarks", "finalize_aligned", "{aligned}.tsv")
     conda:
-        "../../envs/bigstream.yaml"
+        "../envs/bigstream.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
     params:
         images=lambda wc: product_images(wc.aligned),
-        store=lambda wc: own(f"{wc.aligned}.ome.zarr"),
+        store=lambda wc: written_here(f"{wc.aligned}.ome.zarr"),
         name=lambda wc: wc.aligned,
         blocksize=config["resample"]["blocksize"],
         version=CODE_VERSION,
     script:
-        "../../scripts/finalize_aligned.py"
+        "../scripts/finalize_aligned.py"

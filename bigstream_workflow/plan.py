@@ -1,0 +1,70 @@
+"""The plan: which tiles each stage runs, computed from image metadata only.
+
+The same functions run when the Snakefile is parsed (to build the DAG) and in
+the ``plan`` rule (to record the grids under ``<output_dir>/plan``), so the
+recorded plan is exactly what the jobs use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bigstream_core import atomic
+from bigstream_core.io import Image
+from bigstream_core.keypoints import keypoint_grid
+from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
+from bigstream_workflow.provenance import describe_images, provenance
+
+
+def stage_grids(
+    config: dict[str, Any], images: dict[str, dict[str, Image]]
+) -> dict[str, list[Tile]]:
+    """Tile grids of every enabled stage, keyed by grid name.
+
+    - ``keypoints_fixed`` / ``keypoints_moving``: low-res key-point tiles of each
+      image (:func:`bigstream_core.keypoints.keypoint_grid`);
+    - ``local_affine``: low-res fixed tiles with ``local_affine.overlap``;
+    - ``deform``: high-res fixed blocks with ``deform.overlap``;
+    - ``resample``: high-res fixed output blocks, no overlap.
+    """
+    ga = config["global_affine"]
+    grids = {
+        f"keypoints_{role}": keypoint_grid(
+            images[role]["lowres"].shape, ga["blocksize"], ga["min_radius"], ga["max_radius"]
+        )
+        for role in ("fixed", "moving")
+    }
+    for stage, level in (("local_affine", "lowres"), ("deform", "highres")):
+        if config[stage]["enabled"]:
+            grids[stage] = overlapping_grid(config[stage], images["fixed"][level])
+    grids["resample"] = tile_grid(images["fixed"]["highres"].shape, config["resample"]["blocksize"])
+    return grids
+
+
+def overlapping_grid(block: dict[str, Any], image: Image) -> list[Tile]:
+    """Tiles of ``block["blocksize"]`` voxels with ``block["overlap"]`` (fraction) on ``image``."""
+    overlap = overlap_voxels(block["blocksize"], block["overlap"])
+    return tile_grid(image.shape, block["blocksize"], overlap)
+
+
+def write_plan(
+    out_dir: str | Path,
+    config: dict[str, Any],
+    images: dict[str, dict[str, Image]],
+    grids: dict[str, list[Tile]],
+) -> None:
+    """Record the plan: ``images.json`` (metadata, provenance) and one TSV per grid.
+
+    The grid tables are written first and ``images.json`` last, each atomically,
+    so a complete ``images.json`` means a complete plan.
+    """
+    out_dir = Path(out_dir)
+    for name, tiles in grids.items():
+        atomic.write_table(out_dir / f"grid_{name}.tsv", grid_table(tiles))
+    summary = {
+        "images": describe_images(images),
+        "grids": {name: len(tiles) for name, tiles in grids.items()},
+        "provenance": provenance(config),
+    }
+    atomic.write_json(out_dir / "images.json", summary)

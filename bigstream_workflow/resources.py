@@ -1,0 +1,107 @@
+"""Honest resource requests for the per-tile jobs, from tile geometry.
+
+Checked against the jobs' measured peak (Snakemake ``benchmark:`` max_rss) on
+the S and 2S benchmark pairs, 2026-11-26: key points 301-336 MB measured vs
+567 MB asked for a 168^3-voxel halo; matching 531-654 vs 741 (5000 points,
+cc_radius 12); a local tile 413-435 vs 475. Session 3 (2S pair, the 256^3 defaults):
+a 256^3 resample block 1271 MB measured vs 1630 asked; a deform block of
+288 x 288 x 320 halo voxels 847 vs 1159; a 256^3 field region (stitching) 1069
+vs 1367.
+
+A Zarr or N5 input is a folder whose size says nothing (Snakemake reads ~0 MB),
+so memory comes from how many voxels a job holds and in how many working
+copies. Each estimate = Python + libraries baseline + arrays, times the retry
+attempt (a job killed for memory is retried with more).
+"""
+
+from __future__ import annotations
+
+BASELINE_MB = 350
+KEYPOINT_WORKING_COPIES = 12  # float32 on the finest octave: data, top-hat, smoothed, responses...
+KEYPOINT_READ_BYTES = 4  # per voxel read: the tile as read (up to float32)
+
+
+def keypoint_job_mem_mb(halo_voxels: int, first_octave: int = 0, attempt: int = 1) -> int:
+    """MB for LoG key-point detection on a tile of ``halo_voxels`` voxels whose finest
+    searched octave averages ``2^first_octave`` voxels per axis (the filtering happens there)."""
+    octave_voxels = halo_voxels / 8**first_octave
+    arrays = halo_voxels * KEYPOINT_READ_BYTES + octave_voxels * 4 * KEYPOINT_WORKING_COPIES
+    return int((BASELINE_MB + arrays / 2**20) * attempt)
+
+
+def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
+    """MB for matching: int8 neighbourhoods of ``nspots`` points per image plus float32 batches."""
+    width = 2 * cc_radius + 1
+    vectors = 2 * nspots * width**3 / 2**20
+    batches = (1000 + 6 * 512) * width**3 * 4 / 2**20  # coarse block, pair batches, extraction
+    return int((BASELINE_MB + vectors + batches) * attempt)
+
+
+LOCAL_TILE_WORKING_COPIES = 16  # keypoint arrays for two images + the warped moving tile
+# float32 moving coordinates (3 per voxel), values, the cast, the moving window, the output
+# and its digest; the transform itself is computed slab by slab (bounded, in the baseline).
+RESAMPLE_BYTES_PER_VOXEL = 80
+
+
+def local_tile_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
+    """MB for fitting one local affine tile of ``halo_voxels`` voxels."""
+    arrays = halo_voxels * 4 * LOCAL_TILE_WORKING_COPIES / 2**20
+    return int((BASELINE_MB + arrays) * attempt)
+
+
+def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
+    """MB for resampling one output block of ``block_voxels`` voxels."""
+    return int((BASELINE_MB + block_voxels * RESAMPLE_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+# Deform blocks (session 3, 2S pair): 847 MB for a 288 x 288 x 320 halo (26.5 M voxels),
+# 354 MB for a 160^3 one: the fixed block and the moving window in float32, one smoothed
+# copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions:
+# the region's field, each neighbour's part upsampled, the Jacobian slab by slab (and for
+# the inverse the forward field around the region): 1069 MB stitching a 256^3 region.
+DEFORM_BYTES_PER_VOXEL = 32
+FIELD_REGION_BYTES_PER_VOXEL = 64
+
+
+def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
+    """MB for the deformable registration of one block of ``halo_voxels`` voxels."""
+    return int((BASELINE_MB + halo_voxels * DEFORM_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+def field_region_mem_mb(core_voxels: int, attempt: int = 1) -> int:
+    """MB for stitching or inverting one region of the displacement field."""
+    return int((BASELINE_MB + core_voxels * FIELD_REGION_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+# Affine refinement (whole low-res levels): each image's voxels as read, a float32 copy, its
+# smoothed copy and the level's subsample, plus int64 indices of the usable fixed voxels.
+REFINE_BYTES_PER_VOXEL = 32
+
+
+def refine_mem_mb(voxels: int, attempt: int = 1) -> int:
+    """MB for refining an affine on two images of ``voxels`` voxels together."""
+    return int((BASELINE_MB + voxels * REFINE_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
+# Runtimes (minutes), generous: a fixed start-up allowance plus the voxels a job goes
+# through at a rate well below what its work measures on one core, times the retry attempt.
+VOXELS_PER_MINUTE = 60_000_000  # about 1 Mvoxel/s: key points, local tiles, resampling, fields
+DEFORM_VOXELS_PER_MINUTE = 6_000_000  # about 0.1 Mvoxel/s: the deformable registration
+
+
+def runtime_min(
+    voxels: int, attempt: int = 1, start: int = 5, rate: int = VOXELS_PER_MINUTE
+) -> int:
+    """Minutes for a job that goes through ``voxels`` voxels at ``rate`` per minute after
+    ``start`` minutes (key points, a local tile, resampling, stitching or inverting)."""
+    return (start + voxels // rate) * attempt
+
+
+def deform_runtime_min(voxels: int, attempt: int = 1) -> int:
+    """Minutes for a deform job registering blocks of ``voxels`` halo voxels in all."""
+    return runtime_min(voxels, attempt, start=10, rate=DEFORM_VOXELS_PER_MINUTE)
+
+
+def settle_runtime_min(tiles: int, attempt: int = 1) -> int:
+    """Minutes to settle ``tiles`` local tiles: up to every tile filled and proved, ~1 s each."""
+    return (10 + tiles // 60) * attempt

@@ -1,0 +1,9 @@
+"""Rule `apply_global_affine`: the low-res moving image in the fixed grid under the global
+affine."""
+
+from bigstream_workflow.logs import configure
+from bigstream_workflow.lowres_view import write_lowres_view
+
+log = configure(snakemake.log[0])
+write_lowres_view(snakemake.params.images, list(snakemake.input), snakemake.output[0],
+                  snakemake.config, log)  # fmt: skip

@@ -1,0 +1,23 @@
+"""Rule `invert_field`: the regions (block cores) of a batch of transform/inverse_field.zarr,
+each from the forward field."""
+
+import json
+
+import zarr
+
+from bigstream_core import atomic
+from bigstream_core.displacement import invert_region, open_field, write_region
+from bigstream_workflow.logs import configure
+
+log = configure(snakemake.log[0])
+with open(snakemake.input.store, encoding="utf-8") as handle:
+    store = json.load(handle)
+with open(snakemake.input.field, encoding="utf-8") as handle:
+    forward = open_field(json.load(handle)["store"])
+array = zarr.open_array(store["store"], mode="r+")
+manifests = []
+for number, tile in enumerate(snakemake.params.tiles, start=1):
+    inverse, report = invert_region(forward, tile)
+    manifests.append({**write_region(array, tile, inverse), **report})
+    log.info("region %d/%d %s: %s", number, len(snakemake.params.tiles), tile.id, manifests[-1])
+atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})

@@ -1,0 +1,14 @@
+"""Rule `plan`: record both images' metadata and the tile grid of every stage."""
+
+from pathlib import Path
+
+from bigstream_workflow.config import open_config_images
+from bigstream_workflow.logs import configure
+from bigstream_workflow.plan import stage_grids, write_plan
+
+log = configure(snakemake.log[0])
+config = snakemake.params.config
+images = open_config_images(config)
+grids = stage_grids(config, images)
+write_plan(Path(snakemake.output.images).parent, config, images, grids)
+log.info("plan written: %s", {name: len(tiles) for name, tiles in grids.items()})

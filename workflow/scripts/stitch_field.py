@@ -1,0 +1,31 @@
+"""Rule `stitch_field`: the regions (block cores) of a batch of transform/field.zarr, each
+blended from the fields of its block and the blocks around it."""
+
+import json
+
+import numpy as np
+import zarr
+
+from bigstream_core import atomic
+from bigstream_core.displacement import stitch_region, write_region
+from bigstream_core.tiling import overlap_voxels
+from bigstream_workflow.config import open_config_images
+from bigstream_workflow.logs import configure
+
+log = configure(snakemake.log[0])
+with open(snakemake.input.store, encoding="utf-8") as handle:
+    store = json.load(handle)
+array = zarr.open_array(store["store"], mode="r+")
+fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
+deform = snakemake.params.deform
+files = snakemake.params.files
+manifests = []
+for number, (tile, neighbours) in enumerate(snakemake.params.regions, start=1):
+    field = stitch_region(
+        tile, neighbours, fixed.shape, deform["blocksize"],
+        overlap_voxels(deform["blocksize"], deform["overlap"]),
+        lambda block: np.load(files[block.id], mmap_mode="r"), deform["shrink_factors"][-1],
+    )  # fmt: skip
+    manifests.append(write_region(array, tile, field))
+    log.info("region %d/%d %s: %s", number, len(snakemake.params.regions), tile.id, manifests[-1])
+atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})
