@@ -1,4 +1,5 @@
-"""The workflow's stages as its rules make them, and what each stage's jobs cost.
+"""The workflow's layout: which rule makes which result and benchmark file, in which
+stage; what each stage's jobs cost; and the reuse key of each result.
 
 A run's jobs leave Snakemake ``benchmark:`` files (seconds, peak memory ``max_rss`` in MB)
 under ``<output_dir>/benchmarks/``; in a rounds/sweep run a stage computed by another
@@ -7,68 +8,91 @@ set left them in that set's folder (``set.reuse``: result path prefix -> folder)
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-STAGE_RULES = {
-    "masks": ("foreground_mask",),
-    "global_affine": ("detect_keypoints", "match_keypoints", "fit_global_affine"),
-    "global_refine": ("refine_global_affine",),
-    "local_affine": ("fit_local_affine",),
-    "deform": ("deform_block",),
-    "stitch_field": ("stitch_field",),
-    "invert_field": ("invert_field",),
-    "resample": ("resample_block", "finalize_aligned"),
-    "lowres_outputs": ("apply_global_affine", "apply_local_affines_lowres"),
-    "qc_accuracy": ("evaluate_accuracy",),
-    "qc_report": ("qc_report",),
-}
-"""Stage -> the rules whose jobs make it (those that leave benchmark files)."""
+
+@dataclass(frozen=True)
+class RuleLayout:
+    """Where one rule's jobs leave their work: ``stage``, the stage whose cost they count in;
+    ``result``, the result path prefix under ``output_dir`` they make (the unit a set may
+    reuse from another set; None: the run's own QC); ``benchmark``, their Snakemake
+    benchmark file under ``<output_dir>/benchmarks/``, with the rule's wildcards
+    (``{image}``: fixed or moving; ``{aligned}``: each aligned product; ``{tile}``,
+    ``{batch}``: one per job)."""
+
+    stage: str
+    result: str | None
+    benchmark: str
 
 
-def inverse_wanted(config: dict) -> bool:
-    """Whether a run computes the deformation's inverse: asked for (``deform.inverse``), or
-    needed to carry a points table from moving space."""
-    deform = config["deform"]
-    moving_points = any(entry["space"] == "moving" for entry in config.get("points", []))
-    return bool(deform["enabled"] and (deform["inverse"] or moving_points))
-
-
-RULE_BENCHMARKS = {
-    "foreground_mask": [("masks/fixed.npy", "foreground_mask/fixed.tsv"),
-                        ("masks/moving.npy", "foreground_mask/moving.tsv")],
-    "detect_keypoints": [("global/keypoints/fixed", "detect_keypoints/fixed/*.tsv"),
-                         ("global/keypoints/moving", "detect_keypoints/moving/*.tsv")],
-    "match_keypoints": [("global", "match_keypoints.tsv")],
-    "fit_global_affine": [("global", "fit_global_affine.tsv")],
-    "refine_global_affine": [("global", "refine_global_affine.tsv")],
-    "apply_global_affine": [("global", "apply_global_affine.tsv")],
-    "fit_local_affine": [("local", "fit_local_affine/*.tsv")],
-    "apply_local_affines_lowres": [("local", "apply_local_affines_lowres.tsv")],
-    "deform_block": [("deform", "deform_block/*.tsv")],
-    "stitch_field": [("transform", "stitch_field/*.tsv")],
-    "invert_field": [("transform", "invert_field/*.tsv")],
-    "resample_block": [("{aligned}", "resample_block/{aligned}/*.tsv")],
-    "finalize_aligned": [("{aligned}", "finalize_aligned/{aligned}.tsv")],
-    "evaluate_accuracy": [(None, "evaluate_accuracy.tsv")],
-    "qc_report": [(None, "qc_report.tsv")],
+RULES = {
+    "foreground_mask": RuleLayout("masks", "masks/{image}.npy", "foreground_mask/{image}.tsv"),
+    "detect_keypoints": RuleLayout("global_affine", "global/keypoints/{image}",
+                                   "detect_keypoints/{image}/{tile}.tsv"),
+    "match_keypoints": RuleLayout("global_affine", "global", "match_keypoints.tsv"),
+    "fit_global_affine": RuleLayout("global_affine", "global", "fit_global_affine.tsv"),
+    "refine_global_affine": RuleLayout("global_refine", "global", "refine_global_affine.tsv"),
+    "fit_local_affine": RuleLayout("local_affine", "local", "fit_local_affine/{tile}.tsv"),
+    "deform_block": RuleLayout("deform", "deform", "deform_block/{batch}.tsv"),
+    "stitch_field": RuleLayout("stitch_field", "transform", "stitch_field/{batch}.tsv"),
+    "invert_field": RuleLayout("invert_field", "transform", "invert_field/{batch}.tsv"),
+    "resample_block": RuleLayout("resample", "{aligned}", "resample_block/{aligned}/{batch}.tsv"),
+    "finalize_aligned": RuleLayout("resample", "{aligned}", "finalize_aligned/{aligned}.tsv"),
+    "apply_global_affine": RuleLayout("lowres_outputs", "global", "apply_global_affine.tsv"),
+    "apply_local_affines_lowres": RuleLayout("lowres_outputs", "local",
+                                             "apply_local_affines_lowres.tsv"),
+    "evaluate_accuracy": RuleLayout("qc_accuracy", None, "evaluate_accuracy.tsv"),
+    "qc_report": RuleLayout("qc_report", None, "qc_report.tsv"),
 }  # fmt: skip
-"""Rule -> (result path prefix its jobs make, or None for the run's own QC; the glob of
-its benchmark files under ``benchmarks/``), per image or product where they differ;
-``{aligned}`` stands for each aligned product (``aligned``, ``aligned_<channel>``)."""
+"""The one table of the workflow's layout: rule -> stage, result prefix, benchmark file
+(the rules that leave benchmark files; in stage order). The rules' ``benchmark:``
+directives, the stages' costs, the key points' benchmark inputs and the reuse keys
+(:func:`stage_keys`, one per result prefix) all read it."""
+
+STAGE_RULES = {
+    stage: tuple(rule for rule, layout in RULES.items() if layout.stage == stage)
+    for stage in dict.fromkeys(layout.stage for layout in RULES.values())
+}
+"""Stage -> the rules whose jobs make it, in stage order (from :data:`RULES`)."""
+
+IMAGES = ("fixed", "moving")
+ONE_PER_JOB = ("tile", "batch")
+"""Wildcards of :data:`RULES`' benchmark files that take one value per job."""
+
+
+def benchmark_glob(rule: str, image: str = "", aligned: str = "") -> str:
+    """The glob of ``rule``'s benchmark files (under ``benchmarks/``) for one image or
+    aligned product."""
+    return RULES[rule].benchmark.format(image=image, aligned=aligned,
+                                        **dict.fromkeys(ONE_PER_JOB, "*"))  # fmt: skip
+
+
+def benchmark_file(rule: str, **wildcards: str) -> str:
+    """The benchmark file of one of ``rule``'s jobs (under ``benchmarks/``); wildcards not
+    given stay as Snakemake wildcards (``{tile}``)."""
+    kept = {name: "{" + name + "}" for name in ("image", "aligned", *ONE_PER_JOB)}
+    return RULES[rule].benchmark.format(**{**kept, **wildcards})
 
 
 def rule_benchmarks(folder: str | Path, rule: str, reuse: dict[str, str] | None = None) -> list:
     """The benchmark files of ``rule``'s jobs for the run in ``folder``: in ``folder``, or
     for a result it reuses, in the folder of the set that computed it."""
     reuse = reuse or {}
+    layout = RULES[rule]
+    images = IMAGES if "{image}" in layout.benchmark else ("",)
+    products = _products(folder, reuse) if "{aligned}" in layout.benchmark else ("",)
     files = []
-    for prefix, pattern in RULE_BENCHMARKS[rule]:
-        for name in _products(folder, reuse) if "{aligned}" in pattern else [""]:
-            where = prefix and prefix.format(aligned=name)
+    for image in images:
+        for aligned in products:
+            where = layout.result and layout.result.format(image=image, aligned=aligned)
             root = Path(reuse.get(where, folder)) if where else Path(folder)
-            files += sorted((root / "benchmarks").glob(pattern.format(aligned=name)))
+            files += sorted((root / "benchmarks").glob(benchmark_glob(rule, image, aligned)))
     return files
 
 
@@ -98,3 +122,68 @@ def stage_costs(
                         "cpu_s": float(jobs["cpu_time"].sum()), "max_job_s": float(jobs["s"].max()),
                         "peak_mb": float(jobs["max_rss"].max())}  # fmt: skip
     return costs
+
+
+MATCHING_ONLY = ("match_threshold", "align_threshold", "on_failure", "refine")
+"""``global_affine`` keys that key point detection does not read."""
+
+
+def inverse_wanted(config: dict[str, Any]) -> bool:
+    """Whether a run computes the deformation's inverse: asked for (``deform.inverse``), or
+    needed to carry a points table from moving space."""
+    deform = config["deform"]
+    moving_points = any(entry["space"] == "moving" for entry in config.get("points", []))
+    return bool(deform["enabled"] and (deform["inverse"] or moving_points))
+
+
+def without_keys(block: dict[str, Any], keys) -> dict[str, Any]:
+    """``block`` less ``keys``."""
+    return {key: value for key, value in block.items() if key not in keys}
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _image_entry(config: dict[str, Any], role: str) -> dict[str, Any]:
+    """The entry of an image as its stages read it (other channels are resampling only)."""
+    return without_keys(config[role], ("channels",))
+
+
+def stage_keys(config: dict[str, Any]) -> dict[str, str]:
+    """The reuse key of every result prefix a run with ``config`` makes (the ``result`` of
+    :data:`RULES`, for each image and aligned product, and each aligned product's
+    ``.ome.zarr`` store): a digest of the config sections it reads and of the keys of the
+    results it builds on. Two sets with the same key compute the same result, so it is
+    computed once (a section is read whole: less sharing, never a wrong one; only
+    :data:`MATCHING_ONLY` is left out of the key points' key)."""
+    keys: dict[str, str] = {}
+    for role in IMAGES:
+        mask = _digest(_image_entry(config, role), config["foreground"])
+        keys[f"masks/{role}.npy"] = mask
+        keys[f"global/keypoints/{role}"] = _digest(
+            mask, without_keys(config["global_affine"], MATCHING_ONLY)
+        )
+    keys["global"] = _digest(
+        keys["global/keypoints/fixed"], keys["global/keypoints/moving"],
+        config["global_affine"], config["seed"],
+    )  # fmt: skip
+    keys["local"] = _digest(keys["global"], config["local_affine"], config["foreground"])
+    keys["deform"] = _digest(keys["local"], config["deform"])
+    keys["transform"] = _digest(keys["deform"], inverse_wanted(config))
+    for name in ("aligned", "aligned.ome.zarr"):
+        keys[name] = _digest(keys["transform"], config["resample"])
+    for channel in config["moving"].get("channels", []):
+        for name in (f"aligned_{channel['name']}", f"aligned_{channel['name']}.ome.zarr"):
+            keys[name] = _digest(keys["transform"], config["resample"], channel)
+    return keys
+
+
+def result_prefixes(products: list[str]) -> set[str]:
+    """Every result prefix of :data:`RULES` for both images and the aligned ``products``."""
+    return {
+        layout.result.format(image=image, aligned=aligned)
+        for layout in RULES.values() if layout.result
+        for image in IMAGES for aligned in products
+    }  # fmt: skip

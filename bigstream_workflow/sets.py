@@ -13,20 +13,19 @@ parameter set, in its own results folder under ``output_dir``:
 - both: ``rounds/<name>/sweep/<column~value_...>/``.
 
 Stages computed once: each stage's result is keyed by a digest of the config
-sections it reads and of the keys of the stages it builds on (:data:`STAGES`). The
-first set with a key computes the stage; every later set with the same key reads it
-from that set's folder (``set.reuse``: result path prefix -> folder). So the fixed
-image's key points are detected once for all rounds, and a sweep over matching
-parameters detects key points once. A section is read whole (less sharing, never a
-wrong one): only the parameters named in :data:`MATCHING_ONLY` are left out of the
-key points' key, because detection does not read them.
+sections it reads and of the keys of the stages it builds on
+(:func:`bigstream_workflow.layout.stage_keys`). The first set with a key computes the
+stage; every later set with the same key reads it from that set's folder
+(``set.reuse``: result path prefix -> folder). So the fixed image's key points are
+detected once for all rounds, and a sweep over matching parameters detects key points
+once. A section is read whole (less sharing, never a
+wrong one): only the matching parameters are left out of the key points' key, because
+detection does not read them.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,8 @@ from typing import Any
 import yaml
 
 from bigstream_workflow.config import ConfigError, merge_config
-from bigstream_workflow.layout import inverse_wanted
+from bigstream_workflow.layout import stage_keys, without_keys
 
-MATCHING_ONLY = ("match_threshold", "align_threshold", "on_failure", "refine")
-"""``global_affine`` keys that key point detection does not read."""
 SET_KEYS = ("rounds", "sweep", "set")
 """Config keys of the multi-set layer itself (not part of any stage's key)."""
 ROUND_KEYS = ("name", "ground_truth")
@@ -64,44 +61,6 @@ class RunSet:
     @property
     def folder(self) -> str:
         return self.config["output_dir"]
-
-
-def _digest(*parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _without(block: dict[str, Any], keys) -> dict[str, Any]:
-    return {key: value for key, value in block.items() if key not in keys}
-
-
-def _image_entry(config: dict[str, Any], role: str) -> dict[str, Any]:
-    """The entry of an image as its stages read it (other channels are resampling only)."""
-    return _without(config[role], ("channels",))
-
-
-def stage_keys(config: dict[str, Any]) -> dict[str, str]:
-    """Result path prefix (relative to ``output_dir``) -> digest of everything it depends on."""
-    keys: dict[str, str] = {}
-    for role in ("fixed", "moving"):
-        mask = _digest(_image_entry(config, role), config["foreground"])
-        keys[f"masks/{role}.npy"] = mask
-        keys[f"global/keypoints/{role}"] = _digest(
-            mask, _without(config["global_affine"], MATCHING_ONLY)
-        )
-    keys["global"] = _digest(
-        keys["global/keypoints/fixed"], keys["global/keypoints/moving"],
-        config["global_affine"], config["seed"],
-    )  # fmt: skip
-    keys["local"] = _digest(keys["global"], config["local_affine"], config["foreground"])
-    keys["deform"] = _digest(keys["local"], config["deform"])
-    keys["transform"] = _digest(keys["deform"], inverse_wanted(config))
-    for name in ("aligned", "aligned.ome.zarr"):
-        keys[name] = _digest(keys["transform"], config["resample"])
-    for channel in config["moving"].get("channels", []):
-        for name in (f"aligned_{channel['name']}", f"aligned_{channel['name']}.ome.zarr"):
-            keys[name] = _digest(keys["transform"], config["resample"], channel)
-    return keys
 
 
 def parse_value(text: str) -> Any:
@@ -179,7 +138,7 @@ def _rounds(config: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
     if repeated:
         raise ConfigError(f"`rounds` names {repeated} more than once: each names a folder")
     return [
-        (entry["name"], merge_config(config["moving"], _without(entry, ROUND_KEYS)))
+        (entry["name"], merge_config(config["moving"], without_keys(entry, ROUND_KEYS)))
         for entry in rounds
     ]
 
@@ -188,7 +147,7 @@ def expand_sets(config: dict[str, Any], defaults: dict[str, Any]) -> list[RunSet
     """The sets of a multi-set ``config`` (see the module's docstring), in order, each with
     its whole configuration and what it reuses from the sets before it."""
     sweep = read_sweep(config["sweep"], defaults) if config.get("sweep") else [(None, {})]
-    base = _without(config, SET_KEYS)
+    base = without_keys(config, SET_KEYS)
     round_truth = {entry["name"]: entry.get("ground_truth") for entry in config.get("rounds") or []}
     owners: dict[tuple[str, str], str] = {}
     sets = []

@@ -16,6 +16,7 @@ import pytest
 from bigstream_core.io import open_image, write_n5
 from bigstream_core.phantom import preset, write_pair
 from bigstream_workflow.config import ConfigError, load_yaml, merge_config
+from bigstream_workflow.layout import RULES, benchmark_file, result_prefixes, stage_keys
 from bigstream_workflow.sets import expand_sets, read_sweep
 from tests.conftest import ROOT, demo_config, pair_config, run_snakemake
 
@@ -93,6 +94,19 @@ def test_rounds_share_the_fixed_image_work_and_take_their_own_truth(tmp_path):
         "masks/fixed.npy": r1.folder,
         "global/keypoints/fixed": r1.folder,
     }
+
+
+def test_every_result_the_layout_names_has_a_reuse_key_and_no_other():
+    """The reuse keys and the layout table name the same results: a result without a key
+    would never be shared, a key without a rule would share nothing real."""
+    config = merged({"fixed": {"path": "f.n5"}, "output_dir": "out",
+                     "moving": {"path": "m.n5", "channels": [{"name": "c1"}]}})  # fmt: skip
+    products = ["aligned", "aligned_c1"]
+    keys = set(stage_keys(config))
+    assert result_prefixes(products) == {key for key in keys if not key.endswith(".ome.zarr")}
+    assert {f"{product}.ome.zarr" for product in products} <= keys
+    assert benchmark_file("detect_keypoints", image="fixed") == "detect_keypoints/fixed/{tile}.tsv"
+    assert all(layout.benchmark.endswith(".tsv") for layout in RULES.values())
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ rule evaluate_accuracy:
     log:
         written_here("logs", "evaluate_accuracy.log"),
     benchmark:
-        written_here("benchmarks", "evaluate_accuracy.tsv")
+        benchmark_path("evaluate_accuracy")
     # as soon as the transform is there, beside the resample blocks, not after them
     priority: 10
     localrule: True

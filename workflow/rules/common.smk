@@ -20,7 +20,7 @@ from bigstream_workflow.resources import (
     runtime_min,
     settle_runtime_min as settle_job_runtime_min,
 )
-from bigstream_workflow.layout import inverse_wanted
+from bigstream_workflow.layout import RULES, benchmark_file, inverse_wanted
 from bigstream_workflow.provenance import source_digest
 from bigstream_workflow.summary import run_summary
 from bigstream_core.tiling import TILE_ID_PATTERN, neighbours, tile_batches
@@ -64,6 +64,11 @@ REUSE = SET["reuse"]
 def written_here(*parts):
     """Path of a file this run writes (outputs, logs, benchmarks): under output_dir."""
     return os.path.join(OUT, *parts)
+
+
+def benchmark_path(name):
+    """The benchmark file of a job of the rule `name` (bigstream_workflow.layout.RULES)."""
+    return written_here("benchmarks", benchmark_file(name))
 
 
 def result(*parts):
@@ -130,15 +135,12 @@ def keypoint_tables(role):
 
 
 def keypoint_benchmarks(role):
-    """Benchmark files (wall time, peak memory) of the key point jobs of one image."""
+    """Benchmark files (wall time, peak memory) of the key point jobs of one image, where
+    the set that detected them left them."""
+    layout = RULES["detect_keypoints"]
+    folder = REUSE.get(layout.result.format(image=role), OUT)
     return [
-        os.path.join(
-            REUSE.get(f"global/keypoints/{role}", OUT),
-            "benchmarks",
-            "detect_keypoints",
-            role,
-            f"{t}.tsv",
-        )
+        os.path.join(folder, "benchmarks", benchmark_file("detect_keypoints", image=role, tile=t))
         for t in TILES[f"keypoints_{role}"]
     ]
 

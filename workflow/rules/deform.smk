@@ -10,7 +10,7 @@ rule deform_block:
     log:
         written_here("logs", "deform_block", "{batch}.log"),
     benchmark:
-        written_here("benchmarks", "deform_block", "{batch}.tsv")
+        benchmark_path("deform_block")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
@@ -73,7 +73,7 @@ rule stitch_field:
     log:
         written_here("logs", "stitch_field", "{batch}.log"),
     benchmark:
-        written_here("benchmarks", "stitch_field", "{batch}.tsv")
+        benchmark_path("stitch_field")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
@@ -103,7 +103,7 @@ rule invert_field:
     log:
         written_here("logs", "invert_field", "{batch}.log"),
     benchmark:
-        written_here("benchmarks", "invert_field", "{batch}.tsv")
+        benchmark_path("invert_field")
     conda:
         "../envs/bigstream.yaml"
     threads: 1

@@ -10,7 +10,7 @@ rule detect_keypoints:
     log:
         written_here("logs", "detect_keypoints", "{image}", "{tile}.log"),
     benchmark:
-        written_here("benchmarks", "detect_keypoints", "{image}", "{tile}.tsv")
+        benchmark_path("detect_keypoints")
     wildcard_constraints:
         image="fixed|moving",
     conda:
@@ -38,7 +38,7 @@ rule match_keypoints:
     log:
         written_here("logs", "match_keypoints.log"),
     benchmark:
-        written_here("benchmarks", "match_keypoints.tsv")
+        benchmark_path("match_keypoints")
     conda:
         "../envs/bigstream.yaml"
     threads: 2
@@ -66,7 +66,7 @@ rule fit_global_affine:
     log:
         written_here("logs", "fit_global_affine.log"),
     benchmark:
-        written_here("benchmarks", "fit_global_affine.tsv")
+        benchmark_path("fit_global_affine")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
@@ -94,7 +94,7 @@ rule refine_global_affine:
     log:
         written_here("logs", "refine_global_affine.log"),
     benchmark:
-        written_here("benchmarks", "refine_global_affine.tsv")
+        benchmark_path("refine_global_affine")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
@@ -118,7 +118,7 @@ rule apply_global_affine:
     log:
         written_here("logs", "apply_global_affine.log"),
     benchmark:
-        written_here("benchmarks", "apply_global_affine.tsv")
+        benchmark_path("apply_global_affine")
     conda:
         "../envs/bigstream.yaml"
     threads: 2

@@ -13,7 +13,7 @@ rule fit_local_affine:
     log:
         written_here("logs", "fit_local_affine", "{tile}.log"),
     benchmark:
-        written_here("benchmarks", "fit_local_affine", "{tile}.tsv")
+        benchmark_path("fit_local_affine")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
@@ -69,7 +69,7 @@ rule apply_local_affines_lowres:
     log:
         written_here("logs", "apply_local_affines_lowres.log"),
     benchmark:
-        written_here("benchmarks", "apply_local_affines_lowres.tsv")
+        benchmark_path("apply_local_affines_lowres")
     conda:
         "../envs/bigstream.yaml"
     threads: 2

@@ -7,7 +7,7 @@ rule foreground_mask:
     log:
         written_here("logs", "foreground_mask", "{image}.log"),
     benchmark:
-        written_here("benchmarks", "foreground_mask", "{image}.tsv")
+        benchmark_path("foreground_mask")
     wildcard_constraints:
         image="fixed|moving",
     conda:

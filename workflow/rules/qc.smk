@@ -57,7 +57,7 @@ rule qc_report:
     log:
         written_here("logs", "qc_report.log"),
     benchmark:
-        written_here("benchmarks", "qc_report.tsv")
+        benchmark_path("qc_report")
     conda:
         "../envs/bigstream.yaml"
     threads: 1

@@ -33,7 +33,7 @@ rule resample_block:
     log:
         written_here("logs", "resample_block", "{aligned}", "{batch}.log"),
     benchmark:
-        written_here("benchmarks", "resample_block", "{aligned}", "{batch}.tsv")
+        benchmark_path("resample_block")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
@@ -61,7 +61,7 @@ rule finalize_aligned:
     log:
         written_here("logs", "finalize_aligned", "{aligned}.log"),
     benchmark:
-        written_here("benchmarks", "finalize_aligned", "{aligned}.tsv")
+        benchmark_path("finalize_aligned")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
