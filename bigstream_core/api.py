@@ -72,6 +72,7 @@ def ransac_affine(
     min_radius: float,
     max_radius: float,
     match_threshold: float,
+    *,
     cc_radius: int = 12,
     nspots: int = 5000,
     align_threshold: float = 2.0,
@@ -119,6 +120,7 @@ def affine_refine(
     fix_spacing,
     mov_spacing,
     initial_affine,
+    *,
     fix_mask=None,
     mov_mask=None,
     seed: int = 0,
@@ -136,7 +138,7 @@ def affine_refine(
     (``"lncc"``: the NCC of cubes of ``region_voxels``, averaged, robust to gain, gamma and
     illumination changes between rounds; ``"ncc"``: one global NCC), ``fit_gain`` (fit a
     smooth illumination gain of the moving image with the affine), the pyramid
-    ``shrink_factors`` with ``smooth_sigmas`` (voxels of each level), at most ``iterations``
+    ``shrink_factors`` with ``level_sigmas`` (voxels of each level), at most ``iterations``
     L-BFGS-B iterations and ``samples`` fixed voxels per level. Returns the refined 4x4
     matrix, or the initial one when the metric does not improve; with
     ``return_report=True`` ``(affine, report)`` with the metric before/after, the
@@ -184,6 +186,7 @@ def tiled_ransac_affine(
     max_radius: float,
     match_threshold: float,
     blocksize,
+    *,
     overlap: float = 0.125,
     global_affine=None,
     cc_radius: int = 12,
@@ -253,6 +256,7 @@ def apply_local_affines(
     mov_spacing,
     local_affines,
     blocksize,
+    *,
     global_affine=None,
     overlap: float = 0.125,
     write_path=None,
@@ -337,6 +341,7 @@ def tiled_deformable_align(
     fix_spacing,
     mov_spacing,
     blocksize,
+    *,
     global_affine=None,
     local_affines=None,
     write_path=None,
@@ -408,6 +413,7 @@ def apply_position_field(
     mov_spacing,
     field,
     blocksize,
+    *,
     global_affine=None,
     local_affines=None,
     write_path=None,
@@ -463,7 +469,7 @@ def _displacement(field, spacing, origin) -> DisplacementField:
 
 
 def invert_displacement_field(
-    field, fix_spacing, blocksize=(128, 128, 128), origin=(0.0, 0.0, 0.0), write_path=None
+    field, fix_spacing, *, blocksize=(128, 128, 128), origin=(0.0, 0.0, 0.0), write_path=None
 ):
     """The inverse ``e`` of a displacement field ``d`` (Z, Y, X, 3) µm on a grid of
     ``fix_spacing`` µm: ``y + e(y)`` undoes ``x + d(x)``, computed region by region
@@ -486,6 +492,7 @@ def invert_displacement_field(
 def transform_points(
     points,
     fix_spacing,
+    *,
     global_affine=None,
     local_affines=None,
     field=None,

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from bigstream_core.interpolation import resize_field
+from bigstream_core.interpolation import linear_at, resize_field
 from bigstream_core.io import Image
 from bigstream_core.resample import inside_image, source_window, transformed_voxels
 from bigstream_core.tiling import Tile
@@ -107,7 +107,7 @@ class DeformParams:
 def warp(image: np.ndarray, field_vox: np.ndarray, grid: list[np.ndarray]) -> np.ndarray:
     """``image(x + d(x))`` on ``image``'s grid; ``field_vox`` (3, z, y, x) in voxels."""
     coords = [grid[axis] + field_vox[axis] for axis in range(3)]
-    return ndimage.map_coordinates(image, coords, order=1, mode="nearest")
+    return linear_at(image, coords)
 
 
 class LocalNCC:
@@ -342,8 +342,8 @@ def _moving_levels(moving: Image, window, voxels, plan, to_moving) -> list:
             extra = np.sqrt(np.maximum(width**2 - done**2, 0.0)) / factor
             smoothed = ndimage.gaussian_filter(base, extra) if extra.max() > 0 else base
             local = (points - start[:, None]) / np.float32(factor)
-            values[inside] = ndimage.map_coordinates(
-                smoothed, local[:, inside], output=np.float32, order=1, mode="constant"
+            values[inside] = linear_at(
+                smoothed, local[:, inside], outside="zero", output=np.float32
             )
             finer, done = smoothed, np.maximum(width, done)
         results.append((values, inside))

@@ -25,10 +25,9 @@ from collections.abc import Callable
 import numcodecs
 import numpy as np
 import zarr
-from scipy import ndimage
 
 from bigstream_core.blending import axis_weights
-from bigstream_core.interpolation import upsample_box
+from bigstream_core.interpolation import linear_at, upsample_box
 from bigstream_core.resample import SLAB_POINTS, voxel_centres
 from bigstream_core.tiling import Tile
 
@@ -111,12 +110,7 @@ class DisplacementField:
             return region[index[:, 0], index[:, 1], index[:, 2]].astype(float)
         coords = (voxel - low).T
         return np.stack(
-            [
-                ndimage.map_coordinates(
-                    region[..., c].astype(np.float32), coords, order=1, mode="nearest"
-                )
-                for c in range(3)
-            ],
+            [linear_at(region[..., c].astype(np.float32), coords) for c in range(3)],
             axis=1,
         ).astype(float)
 

@@ -6,7 +6,7 @@ fixed image and the moving image under the affine, on a multi-resolution pyramid
 sampled metric so it stays fast:
 
 - Level images: the image smoothed by a Gaussian of ``shrink / 2`` voxels (anti-aliasing)
-  and ``smooth_sigmas`` more voxels of the level, then every ``shrink``-th voxel kept (so
+  and ``level_sigmas`` more voxels of the level, then every ``shrink``-th voxel kept (so
   level voxel ``i`` sits at ``origin + i * shrink * spacing``).
 - Samples: at most ``samples`` fixed voxels of the level, drawn once per level with the
   seed, inside the fixed mask and mapping inside the moving image (and its mask) under the
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, optimize
 
+from bigstream_core.interpolation import linear_with_gradient
 from bigstream_core.io import Image
 
 METRICS = ("lncc", "ncc")
@@ -59,7 +60,7 @@ class RefineParams:
     Attributes:
         metric: ``"lncc"`` (NCC per cube of ``region_voxels``, averaged) or ``"ncc"`` (global).
         shrink_factors: pyramid levels, coarse to fine, as subsampling factors of the image.
-        smooth_sigmas: Gaussian smoothing per level, in voxels of the level (one per level).
+        level_sigmas: Gaussian smoothing per level, in voxels of the level (one per level).
         iterations: at most this many L-BFGS-B iterations per level.
         samples: at most this many fixed voxels per level (all of them when fewer).
         region_voxels: edge of a local NCC cube, voxels of the level.
@@ -69,7 +70,7 @@ class RefineParams:
 
     metric: str = "lncc"
     shrink_factors: tuple[int, ...] = (4, 1)
-    smooth_sigmas: tuple[float, ...] = (1.0, 0.5)
+    level_sigmas: tuple[float, ...] = (1.0, 0.5)
     iterations: int = 50
     samples: int = 100_000
     region_voxels: int = 4
@@ -78,10 +79,10 @@ class RefineParams:
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError(f"refine metric {self.metric!r}: expected one of {METRICS}")
-        if len(self.shrink_factors) != len(self.smooth_sigmas) or not self.shrink_factors:
+        if len(self.shrink_factors) != len(self.level_sigmas) or not self.shrink_factors:
             raise ValueError(
-                f"refine shrink_factors {list(self.shrink_factors)} and smooth_sigmas "
-                f"{list(self.smooth_sigmas)}: expected one sigma per level, at least one level"
+                f"refine shrink_factors {list(self.shrink_factors)} and level_sigmas "
+                f"{list(self.level_sigmas)}: expected one sigma per level, at least one level"
             )
         if min(self.shrink_factors) < 1 or self.iterations < 1 or self.samples < 100:
             raise ValueError(
@@ -94,7 +95,7 @@ class RefineParams:
         """From a config ``refine`` block (its ``enabled`` ignored; a key that is no field
         raises TypeError)."""
         values = {name: value for name, value in block.items() if name != "enabled"}
-        for name in ("shrink_factors", "smooth_sigmas"):
+        for name in ("shrink_factors", "level_sigmas"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -138,39 +139,6 @@ def _mask_at(mask: np.ndarray | None, image: Image, points: np.ndarray) -> np.nd
     found = np.zeros(len(points), dtype=bool)
     found[inside] = mask[tuple(index[inside].T)]
     return found
-
-
-def trilinear(data: np.ndarray, voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear interpolation of ``data`` at voxel coordinates (3, N), and its exact gradient.
-
-    Returns values (N,) and the gradient (N, 3) per voxel along z, y, x (the slope of the
-    interpolant in the cell holding each point). Points must lie inside the array.
-    """
-    shape = np.array(data.shape)
-    low = np.clip(np.floor(voxels).astype(np.int64), 0, shape[:, None] - 2)
-    frac = voxels - low
-    flat = data.reshape(-1)
-    strides = np.array([shape[1] * shape[2], shape[2], 1])
-    base = strides @ low
-    corner = {}
-    for dz in (0, 1):
-        for dy in (0, 1):
-            for dx in (0, 1):
-                corner[dz, dy, dx] = flat.take(base + strides @ (dz, dy, dx)).astype(np.float64)
-    fz, fy, fx = frac
-    # along x, then y, then z; each step keeps the slopes the next needs
-    c = {(dz, dy): corner[dz, dy, 0] + fx * (corner[dz, dy, 1] - corner[dz, dy, 0])
-         for dz in (0, 1) for dy in (0, 1)}  # fmt: skip
-    gx = {(dz, dy): corner[dz, dy, 1] - corner[dz, dy, 0] for dz in (0, 1) for dy in (0, 1)}
-    planes = [c[dz, 0] + fy * (c[dz, 1] - c[dz, 0]) for dz in (0, 1)]
-    slope_y = [c[dz, 1] - c[dz, 0] for dz in (0, 1)]
-    slope_x = [gx[dz, 0] + fy * (gx[dz, 1] - gx[dz, 0]) for dz in (0, 1)]
-    values = planes[0] + fz * (planes[1] - planes[0])
-    gradient = np.empty((len(values), 3))
-    gradient[:, 0] = planes[1] - planes[0]
-    gradient[:, 1] = slope_y[0] + fz * (slope_y[1] - slope_y[0])
-    gradient[:, 2] = slope_x[0] + fz * (slope_x[1] - slope_x[0])
-    return values, gradient
 
 
 @dataclass(frozen=True)
@@ -256,7 +224,7 @@ class _Objective:
     def region_scores(self, matrix: np.ndarray) -> np.ndarray:
         """Each region's NCC under the affine ``matrix`` (4x4), with the gain held."""
         voxels = self.moving.voxels(self.points @ matrix[:3, :3].T + matrix[:3, 3])
-        m, _ = trilinear(self.moving.data, voxels)
+        m, _ = linear_with_gradient(self.moving.data, voxels)
         if self.terms is not None and self.q is not None:
             m *= np.exp(-self.terms @ self.q)
         return self._region_ncc(m)[0]
@@ -266,7 +234,7 @@ class _Objective:
         self.evaluations += 1
         matrix = self.affine(p)
         voxels = self.moving.voxels(self.points @ matrix[:3, :3].T + matrix[:3, 3])
-        m, gradient = trilinear(self.moving.data, voxels)
+        m, gradient = linear_with_gradient(self.moving.data, voxels)
         gradient /= self.moving.spacing
         if self.terms is not None:  # the moving values divided by the gain
             correction = np.exp(-self.terms @ (p[12:] if self.fit_gain else self.q))
@@ -393,7 +361,7 @@ def refine_by_intensity(
     q = np.zeros(3)  # the gain's parameters: fitted at the first level that runs, then held
     current, levels, finest = initial, [], None
     for index, (shrink, sigma) in enumerate(
-        zip(params.shrink_factors, params.smooth_sigmas, strict=True)
+        zip(params.shrink_factors, params.level_sigmas, strict=True)
     ):
         fixed_level = _level(data[0], fixed, shrink, sigma)
         moving_level = _level(data[1], moving, shrink, sigma)
@@ -466,7 +434,7 @@ def compare_affines(
     the noise. Raises :class:`RefineError` with too few usable samples.
     """
     data = (fixed.read((slice(None),) * 3), moving.read((slice(None),) * 3))
-    shrink, sigma = params.shrink_factors[-1], params.smooth_sigmas[-1]
+    shrink, sigma = params.shrink_factors[-1], params.level_sigmas[-1]
     fixed_level = _level(data[0], fixed, shrink, sigma)
     moving_level = _level(data[1], moving, shrink, sigma)
     start = np.asarray(candidates[0], dtype=float)

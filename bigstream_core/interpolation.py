@@ -1,4 +1,5 @@
-"""Fields known on a coarse grid, interpolated onto a finer one.
+"""Linear interpolation: values at points (:func:`linear_at`, with the exact gradient
+:func:`linear_with_gradient`), and fields known on a coarse grid interpolated onto a finer one.
 
 ``upsample_box`` reads only the coarse nodes a box of the fine grid needs, so
 a memory-mapped coarse field is never read whole.
@@ -11,6 +12,18 @@ displacements and positions); the coarse grid's voxel ``j`` sits at fine voxel
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+
+OUTSIDE_MODES = {"nearest": "nearest", "zero": "constant"}
+
+
+def linear_at(data: np.ndarray, voxels, *, outside: str = "nearest", output=None) -> np.ndarray:
+    """Trilinear values of ``data`` (z, y, x) at voxel coordinates ``voxels`` (3, ...: an
+    array, or one coordinate array per axis); beyond the array the nearest edge value
+    (``outside="nearest"``) or 0 (``"zero"``). ``output``: the result's dtype (default
+    ``data``'s). The one linear sampler of points (scipy.ndimage.map_coordinates, order 1)."""
+    mode = OUTSIDE_MODES[outside]
+    return ndimage.map_coordinates(data, voxels, output=output, order=1, mode=mode)
 
 
 def resize_field(
@@ -48,3 +61,37 @@ def upsample_box(coarse, box, factor: int) -> np.ndarray:
     shape = tuple(stop - start for start, stop in box)
     offset = [start - node * factor for (start, _), node in zip(box, first, strict=True)]
     return resize_field(nodes, shape, float(factor), offset)
+
+
+def linear_with_gradient(data: np.ndarray, voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trilinear values of ``data`` (z, y, x) at voxel coordinates (3, N), with the exact
+    gradient of the interpolant (for an optimiser; :func:`linear_at` for values alone).
+
+    Returns values (N,) and the gradient (N, 3) per voxel along z, y, x (the slope of the
+    interpolant in the cell holding each point). Points must lie inside the array.
+    """
+    shape = np.array(data.shape)
+    low = np.clip(np.floor(voxels).astype(np.int64), 0, shape[:, None] - 2)
+    frac = voxels - low
+    flat = data.reshape(-1)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    base = strides @ low
+    corner = {}
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                corner[dz, dy, dx] = flat.take(base + strides @ (dz, dy, dx)).astype(np.float64)
+    fz, fy, fx = frac
+    # along x, then y, then z; each step keeps the slopes the next needs
+    c = {(dz, dy): corner[dz, dy, 0] + fx * (corner[dz, dy, 1] - corner[dz, dy, 0])
+         for dz in (0, 1) for dy in (0, 1)}  # fmt: skip
+    gx = {(dz, dy): corner[dz, dy, 1] - corner[dz, dy, 0] for dz in (0, 1) for dy in (0, 1)}
+    planes = [c[dz, 0] + fy * (c[dz, 1] - c[dz, 0]) for dz in (0, 1)]
+    slope_y = [c[dz, 1] - c[dz, 0] for dz in (0, 1)]
+    slope_x = [gx[dz, 0] + fy * (gx[dz, 1] - gx[dz, 0]) for dz in (0, 1)]
+    values = planes[0] + fz * (planes[1] - planes[0])
+    gradient = np.empty((len(values), 3))
+    gradient[:, 0] = planes[1] - planes[0]
+    gradient[:, 1] = slope_y[0] + fz * (slope_y[1] - slope_y[0])
+    gradient[:, 2] = slope_x[0] + fz * (slope_x[1] - slope_x[0])
+    return values, gradient

@@ -2,7 +2,7 @@
 
 Each tile's affine ``L_t`` maps fixed points to where they lie in the moving
 image *already under the global affine* ``G``, so the full transform is
-``T(x) = G(L(x))`` (DESIGN.md). A tile's fitted affine must prove itself: it is
+``T(x) = G(L(x))`` (docs/design.md). A tile's fitted affine must prove itself: it is
 kept only where it raises the tile's intensity metric beyond noise over the
 identity (``G`` alone), else the identity is kept (:func:`prove_tile`). Tiles
 that fail (too few points or matches, degenerate fit, no content) or disagree

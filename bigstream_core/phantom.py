@@ -1,6 +1,6 @@
 """Synthetic fixed/moving volume pairs with a known transform, for tests and benchmarks.
 
-Conventions (DESIGN.md): arrays are indexed z, y, x (C order); every coordinate, spacing,
+Conventions (docs/design.md): arrays are indexed z, y, x (C order); every coordinate, spacing,
 displacement and matrix row is in µm, z y x; the physical position of voxel index ``i`` is
 ``i * spacing`` (origin 0, full resolution) in both images, which share the spacing.
 

@@ -35,8 +35,15 @@ RETIRED_KEYS = {
         f"stage's tables, so set `global_affine.{key}` instead"
     )
     for key in ("min_radius", "max_radius", "num_sigma_max")
+} | {
+    f"{stage}.refine.smooth_sigmas": (
+        f"renamed `{stage}.refine.level_sigmas` (voxels of each level, as before: the name "
+        "keeps it apart from `deform.smooth_sigmas`, which counts full-res voxels)"
+    )
+    for stage in ("global_affine", "local_affine")
 }
-"""Keys of earlier versions -> what to do instead (a clearer message than 'unknown key')."""
+"""Keys of earlier versions (dotted paths) -> what to do instead (a clearer message than
+'unknown key')."""
 
 
 class ConfigError(ValueError):
@@ -95,8 +102,11 @@ def _retired_keys(config: dict[str, Any]) -> list[str]:
     """One line per key of an earlier version that the config still sets."""
     problems = []
     for dotted, advice in RETIRED_KEYS.items():
-        section, key = dotted.split(".")
-        if key in (config.get(section) or {}):
+        *sections, key = dotted.split(".")
+        block = config
+        for section in sections:
+            block = block.get(section) if isinstance(block, dict) else None
+        if isinstance(block, dict) and key in block:
             problems.append(f"`{dotted}` is no longer a setting: {advice}")
     return problems
 
@@ -112,10 +122,10 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
         )
     for stage in REFINE_STAGES:
         refine = config[stage]["refine"]
-        if len(refine["shrink_factors"]) != len(refine["smooth_sigmas"]):
+        if len(refine["shrink_factors"]) != len(refine["level_sigmas"]):
             problems.append(
                 f"`{stage}.refine.shrink_factors` {refine['shrink_factors']} and "
-                f"`{stage}.refine.smooth_sigmas` {refine['smooth_sigmas']} give one value per "
+                f"`{stage}.refine.level_sigmas` {refine['level_sigmas']} give one value per "
                 "pyramid level and must have the same length"
             )
     deform = config["deform"]

@@ -40,7 +40,7 @@ def overlay(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
     return np.stack([f, m, f], axis=-1)
 
 
-def foreground_ncc(fixed_planes: list[np.ndarray], moving_planes: list[np.ndarray]) -> float:
+def mid_plane_ncc(fixed_planes: list[np.ndarray], moving_planes: list[np.ndarray]) -> float:
     """NCC of the planes' voxels over the fixed foreground (above the Otsu threshold of the
     fixed planes), where both images are defined; NaN when fewer than 10 such voxels."""
     f = np.concatenate([p.ravel() for p in fixed_planes]).astype(np.float64)

@@ -85,6 +85,11 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
             {"local_affine": {"max_radius": 20}},
             r"`local_affine.max_radius` is no longer a setting: .* set `global_affine.max_radius`",
         ),
+        (
+            {"global_affine": {"refine": {"smooth_sigmas": [1.0, 0.5]}}},
+            r"`global_affine.refine.smooth_sigmas` is no longer a setting: renamed "
+            r"`global_affine.refine.level_sigmas`",
+        ),
         ({"deform": {"iterations": [10, 10, 10]}}, r"must have the same length"),
         (
             {"deform": {"cc_radius": [3, 2, 1]}},

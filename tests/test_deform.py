@@ -288,7 +288,9 @@ def test_api_inverse_and_points_round_trip(pair, blocks):
     images, truth, affine = pair
     fixed = images["fixed", "highres"]
     field = stitched(blocks, fixed, OVERLAP)
-    inverse = invert_displacement_field(field, fixed.spacing, BLOCKSIZE, fixed.origin)
+    inverse = invert_displacement_field(
+        field, fixed.spacing, blocksize=BLOCKSIZE, origin=fixed.origin
+    )
     points = foreground(pair)
     kwargs = dict(global_affine=affine, field=field, origin=fixed.origin)
     in_moving = transform_points(points, fixed.spacing, **kwargs)

@@ -148,7 +148,7 @@ def test_a_moving_image_without_contrast_keeps_the_initial_affine(round_pair):
 
 def test_the_refinement_is_reproducible(round_pair):
     fixed, moving, truth = round_pair
-    params = RefineParams(shrink_factors=(2, 1), smooth_sigmas=(1.0, 0.5), samples=20_000)
+    params = RefineParams(shrink_factors=(2, 1), level_sigmas=(1.0, 0.5), samples=20_000)
     first, _ = refine_by_intensity(fixed, moving, truth.affine, params, seed=3)
     second, _ = refine_by_intensity(fixed, moving, truth.affine, params, seed=3)
     np.testing.assert_array_equal(first, second)
@@ -182,9 +182,11 @@ def test_the_api_takes_arrays_and_masks_and_checks_them(round_pair):
     refined = affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, fix_mask=mask)
     assert tre(refined, round_pair) <= 0.1 * min(fixed.spacing)
     with pytest.raises(MaskError, match=r"fix_mask has shape \(40, 80, 79\); expected"):
-        affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, mask[:, :, 1:])
+        affine_refine(
+            fix, mov, fixed.spacing, moving.spacing, truth.affine, fix_mask=mask[:, :, 1:]
+        )
     with pytest.raises(MaskError, match="mov_mask .* is empty"):
-        affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, None, 0 * mov)
+        affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, mov_mask=0 * mov)
     with pytest.raises(TypeError, match="'sample'"):
         affine_refine(fix, mov, fixed.spacing, moving.spacing, truth.affine, sample=10)
 
@@ -200,7 +202,7 @@ def test_bad_masks_and_settings_get_clear_errors():
         level_factors((80, 160, 160), (40, 80, 70), "fixed.mask")
     assert level_factors((81, 160, 160), (40, 80, 40), "fixed.mask").tolist() == [2, 2, 4]
     with pytest.raises(ValueError, match="one sigma per level"):
-        RefineParams(shrink_factors=(2, 1), smooth_sigmas=(1.0,))
+        RefineParams(shrink_factors=(2, 1), level_sigmas=(1.0,))
     with pytest.raises(ValueError, match="metric 'mi'"):
         RefineParams(metric="mi")
 

@@ -218,8 +218,8 @@ def final_tre(fixed, moving, truth, affine, local) -> float:
 
     def estimate(points):
         return transform_points(
-            points, fixed.spacing, affine, local, field=field, origin=fixed.origin,
-            local_blocksize=LOCAL["blocksize"], local_overlap=LOCAL["overlap"],
+            points, fixed.spacing, global_affine=affine, local_affines=local, field=field,
+            origin=fixed.origin, local_blocksize=LOCAL["blocksize"], local_overlap=LOCAL["overlap"],
         )  # fmt: skip
 
     return evaluate(estimate, truth, fixed, moving)["mean_um"]

@@ -10,7 +10,7 @@ import pytest
 
 from bigstream_core.io import array_image
 from bigstream_workflow.qc_planes import DisplayGrid, sample_plane
-from bigstream_workflow.qc_views import foreground_ncc, tile_values
+from bigstream_workflow.qc_views import mid_plane_ncc, tile_values
 from bigstream_workflow.summary import stage_ncc_lines
 
 
@@ -70,11 +70,11 @@ def test_the_display_grid_caps_the_pixels_and_keeps_the_spacing_when_small():
 
 def test_plane_ncc_is_one_for_the_same_image_and_near_zero_for_noise():
     planes = [volume((1, 80, 90), seed=s)[0] for s in range(3)]
-    assert foreground_ncc(planes, planes) == pytest.approx(1.0)
+    assert mid_plane_ncc(planes, planes) == pytest.approx(1.0)
     others = [volume((1, 80, 90), seed=s + 10)[0] for s in range(3)]
-    assert abs(foreground_ncc(planes, others)) < 0.05
+    assert abs(mid_plane_ncc(planes, others)) < 0.05
     blank = [np.full_like(p, np.nan) for p in planes]
-    assert np.isnan(foreground_ncc(planes, blank))
+    assert np.isnan(mid_plane_ncc(planes, blank))
 
 
 def test_a_report_column_becomes_a_grid_of_tiles():

@@ -279,7 +279,7 @@ def point_transform_files(wildcards):
     return files
 
 
-def qc_views():
+def qc_view_files():
     """What the QC report shows over the fixed image, in stage order: view name -> (file
     name of its overlay, OME-Zarr on the fixed grid, the file that says that Zarr is
     complete; None, None: the moving image as it is)."""

@@ -13,7 +13,7 @@ from bigstream_workflow.logs import configure
 from bigstream_workflow.provenance import provenance
 from bigstream_workflow.qc_planes import DisplayGrid, sample_planes
 from bigstream_workflow.qc_views import (
-    foreground_ncc,
+    mid_plane_ncc,
     save_checkerboard,
     save_overlay,
     save_tile_maps,
@@ -31,7 +31,7 @@ views |= {stage: open_image(path, "0") for stage, path in snakemake.params.stage
 rows = []
 for (stage, image), path in zip(views.items(), snakemake.output.overlays, strict=True):
     planes = sample_planes(image, grid)
-    ncc = foreground_ncc(fixed_planes, planes)
+    ncc = mid_plane_ncc(fixed_planes, planes)
     with atomic.atomic_path(path) as part:
         save_overlay(part, grid, fixed_planes, planes,
                      f"{stage}: fixed (magenta) over moving (green); NCC {ncc:.3f}")  # fmt: skip
