@@ -1,6 +1,6 @@
 """Writes that appear complete or not at all.
 
-Every file a rule declares as output is first written under a temporary name in
+Every output file is first written under a temporary name in
 the same folder and then renamed into place (a rename within one filesystem is
 atomic), so a killed job never leaves a truncated file that looks finished.
 """

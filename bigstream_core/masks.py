@@ -114,6 +114,6 @@ def config_mask(entry: dict, levels: dict[str, Image], foreground: dict, role: s
 
 
 def load_mask(paths: list[str]) -> np.ndarray | None:
-    """The mask written by the ``foreground_mask`` rule (uint8 0/1 on the low-res grid,
-    memory-mapped), or None without one."""
+    """A saved mask (``.npy``, uint8 0/1 on the low-res grid), memory-mapped, from a list of
+    at most one path (None for an empty list: no mask)."""
     return np.load(paths[0], mmap_mode="r") if paths else None

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 
-from bigstream_core.tiling import Tile
 
-
-def run_summary(out_dir: str, grids: dict[str, list[Tile]]) -> str:
-    """Summary of a run under ``out_dir`` (paths absolute, TRE in µm when known)."""
+def run_summary(out_dir: str, tile_counts: dict[str, int]) -> str:
+    """Summary of a run under ``out_dir`` (paths absolute, TRE in µm when known);
+    ``tile_counts``: tiles per stage grid."""
     out_dir = os.path.abspath(out_dir)
     lines = ["", "bigstream-workflow finished.", f"  results: {out_dir}"]
     lines.append(f"  plan:    {os.path.join(out_dir, 'plan', 'images.json')}")
-    for name, tiles in grids.items():
-        lines.append(f"    grid {name}: {len(tiles)} tiles")
+    for name, count in tile_counts.items():
+        lines.append(f"    grid {name}: {count} tiles")
     field_path = os.path.join(out_dir, "transform", "field.json")
     if os.path.exists(field_path):
         with open(field_path, encoding="utf-8") as handle:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -280,7 +281,9 @@ def test_aligned_ome_zarr_is_the_moving_image_on_the_fixed_grid(finished_run, de
         region = tuple(slice(*bounds) for bounds in block["core"])
         digest = hashlib.sha256(np.ascontiguousarray(level[region]).tobytes()).hexdigest()
         assert digest == block["sha256"], block["tile"]
-    assert "TRE mean" in result.stdout and str(results) in result.stdout
+    # the run's summary, as a file (a deployment, as here, does not print it)
+    summary = (results / "summary.txt").read_text()
+    assert "TRE mean" in summary and str(results) in summary and "inverse-consistency" in summary
     # provenance: versions, the full config, and the inputs as they were read
     record = zarr.open_group(store, mode="r").attrs["bigstream"]
     assert record["versions"]["snakemake"] and record["config"]["resample"]["order"] == 1
@@ -339,6 +342,14 @@ def test_rerun_does_nothing(finished_run):
     result = run_deployed(work, config)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+    # our own Snakefile (the README's way) on the same results: the same rules, so nothing
+    # to redo but the lost summary, which such a run also prints when it ends
+    (Path(config["output_dir"]) / "summary.txt").unlink()
+    result = run_snakemake(work, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M))
+    assert ran == {"summarise_run"}
+    assert "TRE mean" in result.stdout
 
 
 def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
@@ -400,7 +411,10 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
               "resample": {**config["resample"], "blocks_per_job": [2, 2, 2]}}  # fmt: skip
     blocks = results / "deform" / "blocks"
     targets = start_at_the_deformation(finished_run_results, results)
-    command = snakemake_command(tmp_path, config, *targets)
+    # through a lab's deployment (our Snakefile as a module), as the finished run: the
+    # deformation, its stitching and the resampling run there for real, killed and resumed
+    deployed = deploy(tmp_path)
+    command = snakemake_command(tmp_path, config, *targets, snakefile=deployed)
     process = subprocess.Popen(command, env=SNAKEMAKE_ENV, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 500
@@ -414,8 +428,9 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
     total = len(list((finished_run_results / "deform" / "blocks").glob("*/*.json")))
     assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"
     assert not (results / "aligned" / "complete.json").exists()
-    assert run_snakemake(tmp_path, config, "--unlock").returncode == 0  # the killed run's lock
-    result = run_snakemake(tmp_path, config, *targets)
+    unlock = run_snakemake(tmp_path, config, "--unlock", snakefile=deployed)
+    assert unlock.returncode == 0  # the killed run's lock
+    result = run_snakemake(tmp_path, config, *targets, snakefile=deployed)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 0 < log.count("rule deform_block:") < total

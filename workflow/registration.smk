@@ -22,4 +22,4 @@ def all_targets():
 if not SET["name"]:
 
     onsuccess:
-        print(run_summary(OUT, GRIDS))
+        print(run_summary(OUT, tile_counts()))

@@ -304,7 +304,17 @@ def qc_tiled():
 
 
 def final_targets():
-    """The targets of `all`: every stage that exists so far."""
+    """The targets of `all`: every result, and the run's summary of them."""
+    return [*final_results(), written_here("summary.txt")]
+
+
+def tile_counts():
+    """Tiles per stage grid, for the run's summary."""
+    return {name: len(tiles) for name, tiles in GRIDS.items()}
+
+
+def final_results():
+    """Every result of this registration that the config asks for."""
     targets = [result("plan", "images.json")]
     targets += [result("global", name) for name in ("affine.txt", "report.json")]
     targets.append(result("global", "moving_lowres_aligned.ome.zarr"))

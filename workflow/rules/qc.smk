@@ -70,3 +70,19 @@ rule qc_report:
         version=CODE_VERSION,
     script:
         "../scripts/qc_report.py"
+
+
+rule summarise_run:
+    input:
+        final_results(),
+    output:
+        written_here("summary.txt"),
+    log:
+        written_here("logs", "summarise_run.log"),
+    localrule: True
+    conda:
+        "../envs/bigstream.yaml"
+    params:
+        tile_counts=tile_counts(),
+    script:
+        "../scripts/summarise_run.py"

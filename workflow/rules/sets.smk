@@ -20,7 +20,12 @@ for index, run_set in enumerate(SETS):
 
 
 # each set's copy of a tile rule (set0_deform_block) joins the group of the rule it copies,
-# so a cluster profile bundles the tiles of every set as it does those of a single run
+# so a cluster profile bundles the tiles of every set as it does those of a single run.
+# Snakemake has no supported way to do this: it sets `Rule.group` and reads the profile's
+# groups from `workflow.group_settings.overwrite_groups`, both internals, as is the lookup of
+# each set's module by name (`globals()`, sets_common.smk). Checked on Snakemake 9.27.1, the
+# release CI installs within pyproject's pin (>=9.19,<10); tests/test_sets.py and
+# tests/test_deploy.py fail if a release changes them (a sweep's tiles no longer bundled).
 for index in range(len(SETS)):
     for copied in workflow.rules:
         if copied.name.startswith(f"set{index}_"):
