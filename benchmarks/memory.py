@@ -18,18 +18,19 @@ import pandas as pd
 
 from bigstream_core.tiling import batch_id, parse_tile_id
 from bigstream_workflow import resources
+from bigstream_workflow.layout import benchmark_glob
 
-# rule -> [(benchmark folder, grid table)], resource function, voxels the function takes
+# rule -> [(its benchmark files' wildcards, grid table)], resource function, voxels it takes
+# (the files themselves: bigstream_workflow.layout.RULES)
 TILE_RULES = {
-    "detect_keypoints": ([("detect_keypoints/fixed", "keypoints_fixed"),
-                          ("detect_keypoints/moving", "keypoints_moving")],
+    "detect_keypoints": ([({"image": "fixed"}, "keypoints_fixed"),
+                          ({"image": "moving"}, "keypoints_moving")],
                          resources.keypoint_job_mem_mb, "halo"),
-    "fit_local_affine": ([("fit_local_affine", "local_affine")], resources.local_tile_mem_mb,
-                         "halo"),
-    "deform_block": ([("deform_block", "deform")], resources.deform_mem_mb, "halo"),
-    "stitch_field": ([("stitch_field", "deform")], resources.field_region_mem_mb, "core"),
-    "invert_field": ([("invert_field", "deform")], resources.field_region_mem_mb, "core"),
-    "resample_block": ([("resample_block/aligned", "resample")], resources.resample_mem_mb, "halo"),
+    "fit_local_affine": ([({}, "local_affine")], resources.local_tile_mem_mb, "halo"),
+    "deform_block": ([({}, "deform")], resources.deform_mem_mb, "halo"),
+    "stitch_field": ([({}, "deform")], resources.field_region_mem_mb, "core"),
+    "invert_field": ([({}, "deform")], resources.field_region_mem_mb, "core"),
+    "resample_block": ([({"aligned": "aligned"}, "resample")], resources.resample_mem_mb, "halo"),
 }  # fmt: skip
 
 
@@ -46,11 +47,11 @@ def memory_table(results: Path) -> pd.DataFrame:
     rows = []
     for rule, (sources, declare, which) in TILE_RULES.items():
         declared, measured = [], []
-        for folder, grid in sources:
+        for wildcards, grid in sources:
             per_job = config.get(grid, {}).get("blocks_per_job", (1, 1, 1))
             table = pd.read_csv(results / "plan" / f"grid_{grid}.tsv", sep="\t")
             voxels = _voxels(table, which, per_job)
-            for path in sorted((results / "benchmarks" / folder).glob("*.tsv")):
+            for path in sorted((results / "benchmarks").glob(benchmark_glob(rule, **wildcards))):
                 declared.append(declare(int(voxels[path.stem])))
                 measured.append(pd.read_csv(path, sep="\t")["max_rss"].max())
         if not measured:

@@ -99,8 +99,9 @@ def rule_benchmarks(folder: str | Path, rule: str, reuse: dict[str, str] | None 
 def _products(folder: str | Path, reuse: dict[str, str]) -> list[str]:
     """The run's aligned products: ``aligned`` and each channel's ``aligned_<name>``, those
     resampled here (a folder of resample benchmarks) and those reused from another set."""
-    here = Path(folder) / "benchmarks" / "resample_block"
-    made = {path.name for path in here.glob("aligned*") if path.is_dir()}
+    per_product = Path(benchmark_glob("resample_block", aligned="*")).parent  # one folder each
+    made = {path.name for path in (Path(folder) / "benchmarks").glob(str(per_product))
+            if path.is_dir()}  # fmt: skip
     reused = {prefix for prefix in reuse if prefix.startswith("aligned") and "." not in prefix}
     return sorted(made | reused | {"aligned"})
 
