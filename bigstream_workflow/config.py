@@ -198,7 +198,8 @@ def open_config_images(config: dict[str, Any]) -> dict[str, dict[str, Image]]:
                 factors = _shape_ratio(levels["highres"].shape, _peek_shape(entry, level, key))
                 spacing = [s * f for s, f in zip(override, factors, strict=True)]
             try:
-                levels[level] = open_image(entry["path"], entry[level] or None, spacing=spacing)
+                levels[level] = open_image(entry["path"], entry[level] or None, spacing=spacing,
+                                           channel=entry.get("channel"))  # fmt: skip
             except ImageError as error:
                 raise ConfigError(
                     f"`{key}` (path `{role}.path` = {entry['path']!r}): {error}"
@@ -224,7 +225,9 @@ def _check_mask_file(mask: dict[str, Any], image_shape, key: str) -> None:
 def _peek_shape(entry: dict[str, Any], level: str, key: str) -> tuple[int, int, int]:
     """Shape of a level opened with a placeholder spacing (used to derive low-res spacing)."""
     try:
-        return open_image(entry["path"], entry[level] or None, spacing=(1.0, 1.0, 1.0)).shape
+        image = open_image(entry["path"], entry[level] or None, spacing=(1.0, 1.0, 1.0),
+                           channel=entry.get("channel"))  # fmt: skip
+        return image.shape
     except ImageError as error:
         raise ConfigError(f"`{key}`: {error}") from error
 
@@ -236,11 +239,13 @@ def _shape_ratio(high: tuple[int, ...], low: tuple[int, ...]) -> list[int]:
 
 def channel_entry(moving: dict[str, Any], channel: dict[str, Any]) -> dict[str, Any]:
     """The image entry of another channel of the moving round: its ``path`` and ``highres``
-    dataset (each defaulting to the moving image's), the moving image's spacing; it is
-    only resampled, so its one level serves as both and it has no mask."""
+    dataset (each defaulting to the moving image's), its ``channel`` in a multichannel
+    OME-Zarr, the moving image's spacing; it is only resampled, so its one level serves as
+    both and it has no mask."""
     highres = channel.get("highres", moving["highres"])
     return {**moving, "path": channel.get("path") or moving["path"], "highres": highres,
-            "lowres": highres, "mask": None, "channels": []}  # fmt: skip
+            "lowres": highres, "channel": channel.get("channel"), "mask": None,
+            "channels": []}  # fmt: skip
 
 
 def _check_channels(config: dict[str, Any], moving: Image) -> None:
@@ -249,7 +254,8 @@ def _check_channels(config: dict[str, Any], moving: Image) -> None:
         key = f"moving.channels[{index}] ({channel['name']!r})"
         entry = channel_entry(config["moving"], channel)
         try:
-            image = open_image(entry["path"], entry["highres"] or None, spacing=entry["spacing"])
+            image = open_image(entry["path"], entry["highres"] or None, spacing=entry["spacing"],
+                               channel=entry["channel"])  # fmt: skip
         except ImageError as error:
             raise ConfigError(f"`{key}`: {error}") from error
         if image.shape != moving.shape or not all(

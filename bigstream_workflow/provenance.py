@@ -44,6 +44,7 @@ def describe_images(images: dict[str, dict[str, Image]]) -> dict[str, dict[str, 
                 "chunks": list(image.chunks),
                 "spacing_um": list(image.spacing),
                 "origin_um": list(image.origin),
+                "lead_index": list(image.lead),  # the channel (and t) taken from an OME-Zarr
             }
             for level, image in levels.items()
         }

@@ -15,6 +15,7 @@ import pytest
 import yaml
 import zarr
 
+from bigstream_core.io import open_image
 from bigstream_core.phantom import preset, write_pair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +128,25 @@ def run_snakemake(
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=SNAKEMAKE_ENV
     )
+
+
+def write_channels(n5: Path, path: Path, labels: dict[str, int]) -> None:
+    """The N5 pair image ``n5`` (datasets highres, lowres) as one multichannel OME-Zarr, the
+    way acquisition software writes a round: NGFF 0.4, axes c, z, y, x, levels "0" (high-res)
+    and "1" (low-res), channel ``label`` = the image times ``labels[label]``, with
+    ``omero.channels`` labels."""
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    datasets = []
+    for level, dataset in (("0", "highres"), ("1", "lowres")):
+        image = open_image(n5, dataset)
+        data = image.read((slice(None),) * 3).astype(np.uint16)
+        group.create_array(level, data=np.stack([data * k for k in labels.values()]),
+                           chunks=(1, 32, 64, 64))  # fmt: skip
+        datasets.append({"path": level, "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, *image.spacing]},
+            {"type": "translation", "translation": [0.0, *image.origin]}]})  # fmt: skip
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"
+    ]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    group.attrs["omero"] = {"channels": [{"label": label} for label in labels]}

@@ -9,10 +9,12 @@ from __future__ import annotations
 import copy
 import re
 
+import numpy as np
 import pytest
 import yaml
 import zarr
 
+from bigstream_core.io import open_image
 from bigstream_workflow.config import (
     ConfigError,
     checked_config,
@@ -20,7 +22,7 @@ from bigstream_workflow.config import (
     merge_config,
     validate_config,
 )
-from tests.conftest import ROOT, pair_config, run_snakemake
+from tests.conftest import ROOT, pair_config, run_snakemake, write_channels
 
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULTS = load_yaml(ROOT / "config" / "config.yaml")
@@ -138,6 +140,28 @@ def test_missing_container_is_named(tiny_pair, tmp_path):
 def test_missing_dataset_is_named_with_the_alternatives(tiny_pair, tmp_path):
     message = _image_error(tiny_pair, tmp_path, lowres="lowres2")
     assert "`fixed.lowres`" in message and "lowres2" in message and "highres" in message
+
+
+def test_a_multichannel_image_needs_its_channel_named_in_the_config(tiny_pair, tmp_path):
+    """A c, z, y, x OME-Zarr: `fixed.channel` picks the channel by label or index, on both
+    levels; without it the run stops naming the key, the channels and how to choose."""
+    store = tmp_path / "fixed.ome.zarr"
+    write_channels(tiny_pair / "fixed.n5", store, {"dapi": 0, "tissue": 1})
+    levels = {"path": str(store), "lowres": "1", "highres": "0"}
+    message = _image_error(tiny_pair, tmp_path, **levels)
+    assert "`fixed.highres`" in message
+    assert "hold 2 channels; set `channel` to an index 0-1 or a label of ['dapi', 'tissue']" in (
+        message
+    )
+    for channel in ("tissue", 1):
+        config = merged(pair_config(tiny_pair, tmp_path / "out"))
+        config["fixed"].update(levels, channel=channel)
+        images = checked_config(config, SCHEMA_PATH)["fixed"]
+        assert images["highres"].lead == images["lowres"].lead == (1,)
+        original = open_image(tiny_pair / "fixed.n5", "lowres").read((slice(None),) * 3)
+        np.testing.assert_array_equal(images["lowres"].read((slice(None),) * 3), original)
+    assert "is not one of the 2 channels" in _image_error(tiny_pair, tmp_path, **levels,
+                                                          channel="gfp")  # fmt: skip
 
 
 def test_2d_and_empty_arrays_are_refused(tiny_pair, tmp_path):

@@ -448,21 +448,71 @@ def test_unknown_unit_is_refused(n5_xyz):
     assert "c.n5" in str(error.value) and "g/raw" in str(error.value)
 
 
-def test_ome_zarr_with_a_leading_channel_of_several_is_refused(tmp_path):
-    root = tmp_path / "c.zarr"
-    group = zarr.open_group(root, mode="w", zarr_format=2)
-    group.create_array("0", shape=(2, 3, 4, 5), dtype=np.uint8)
-    axes = [{"name": "c", "type": "channel"}] + [{"name": n, "type": "space"} for n in "zyx"]
-    scale = [{"type": "scale", "scale": [1, 1, 1, 1]}]
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "axes": axes,
-            "datasets": [{"path": "0", "coordinateTransformations": scale}],
-        }
+PART = (slice(1, 3), slice(2, 5), slice(3, 7))  # inside the 4 x 6 x 8 multichannel volume
+
+
+def write_multichannel(root, labels=("DAPI", "GFP", "RFP"), group_path=""):
+    """An NGFF 0.4 image as acquisition software writes it: axes t, c, z, y, x (one time
+    point, a channel per label), two levels, ``omero.channels`` labels; channel k holds
+    ``k * 1000 + index``."""
+    zyx = np.arange(4 * 6 * 8, dtype=np.uint16).reshape(4, 6, 8)
+    data = np.stack([k * 1000 + zyx for k in range(len(labels))])[None]
+    group = zarr.open_group(root, mode="a", zarr_format=2)
+    image = group.require_group(group_path) if group_path else group
+    image.create_array("0", data=data, chunks=(1, 1, 2, 3, 4))
+    image.create_array("1", data=data[..., ::2, ::2, ::2], chunks=(1, 1, 2, 3, 4))
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
+        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"
     ]
-    with pytest.raises(ImageError, match="singleton time / channel"):
-        open_image(root)
+    datasets = [
+        {"path": str(k), "coordinateTransformations": [{"type": "scale",
+                                                        "scale": [1, 1] + [2.0**k] * 3}]}
+        for k in range(2)
+    ]  # fmt: skip
+    image.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
+    image.attrs["omero"] = {"channels": [{"label": label} for label in labels]}
+    return data[0]
+
+
+def test_a_channel_of_a_multichannel_ome_zarr_is_chosen_by_index_or_label(tmp_path):
+    root = tmp_path / "round.ome.zarr"
+    channels = write_multichannel(root)
+    for channel in (1, "GFP"):
+        image = open_image(root, "0", channel=channel)
+        assert (image.shape, image.lead, image.spacing) == ((4, 6, 8), (0, 1), (1.0, 1.0, 1.0))
+        np.testing.assert_array_equal(image.read(PART), channels[1][PART])
+        np.testing.assert_array_equal(image.to_dask().compute(), channels[1])
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(image)).read(PART),
+                                      channels[1][PART])  # fmt: skip
+    coarse = open_image(root, "1", channel="RFP")
+    np.testing.assert_array_equal(_everything(coarse), channels[2][::2, ::2, ::2])
+    with pytest.raises(ImageError, match=r"hold 3 channels; set `channel` to an index 0-2 or a "
+                                         r"label of \['DAPI', 'GFP', 'RFP'\]"):  # fmt: skip
+        open_image(root, "0")
+    for wrong in ("CY5", 3):
+        with pytest.raises(ImageError, match=f"`channel` {wrong!r} is not one of the 3"):
+            open_image(root, "0", channel=wrong)
+
+
+def test_a_channel_is_refused_where_there_is_no_channel_axis(tmp_path, volume):
+    write_zarr(volume, tmp_path / "plain.zarr", spacing=(1.0, 1.0, 1.0))
+    write_n5(volume, tmp_path / "image.n5", "s0", (1.0, 1.0, 1.0))
+    write_ome_zarr(tmp_path / "single.ome.zarr", volume, (1.0, 1.0, 1.0))
+    for path, dataset in (("plain.zarr", None), ("image.n5", "s0"), ("single.ome.zarr", "0")):
+        with pytest.raises(ImageError, match="`channel` 1 given, but"):
+            open_image(tmp_path / path, dataset, channel=1)
+
+
+def test_the_bioformats2raw_layout_is_found_by_itself(tmp_path):
+    """bioformats2raw writes the image as the group ``0`` under a root that says so."""
+    root = tmp_path / "converted.ome.zarr"
+    channels = write_multichannel(root, group_path="0")
+    zarr.open_group(root, mode="a").attrs["bioformats2raw.layout"] = 3
+    for dataset, level in ((None, "0/0"), ("0", "0/0"), ("1", "0/1"), ("0/1", "0/1")):
+        image = open_image(root, dataset, channel="DAPI")
+        assert image.dataset == level, dataset
+    np.testing.assert_array_equal(_everything(open_image(root, "1", channel=0)),
+                                  channels[0][::2, ::2, ::2])  # fmt: skip
 
 
 def test_plain_zarr_without_spacing_asks_for_it_in_the_config(tmp_path, volume):

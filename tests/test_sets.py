@@ -18,7 +18,7 @@ from bigstream_core.phantom import preset, write_pair
 from bigstream_workflow.config import ConfigError, load_yaml, merge_config
 from bigstream_workflow.layout import RULES, benchmark_file, result_prefixes, stage_keys
 from bigstream_workflow.sets import expand_sets, read_sweep
-from tests.conftest import ROOT, demo_config, pair_config, run_snakemake
+from tests.conftest import ROOT, demo_config, pair_config, run_snakemake, write_channels
 
 DEFAULTS = load_yaml(ROOT / "config" / "config.yaml")
 WHOLE = (slice(None),) * 3
@@ -225,29 +225,35 @@ def test_a_three_set_sweep_ranks_the_sensible_parameters_first(deformed_pair, tm
 
 @pytest.mark.slow
 def test_two_rounds_with_two_channels_each(tmp_path):
-    """Two moving rounds of one fixed image (other rotations and shifts), each with a second
-    channel (the round's image doubled): each round is registered to the fixed image with its
-    own transform, and its second channel is resampled with that transform."""
+    """Two moving rounds of one fixed image (other rotations and shifts), each a
+    multichannel OME-Zarr (axes c, z, y, x) whose second channel is the first doubled; the
+    fixed image a 2-channel one too, registered on its second channel: each round is
+    registered to the fixed image with its own transform, and its second channel is
+    resampled with that transform."""
     spec = preset("small")
     rounds = {"r1": spec, "r2": dataclasses.replace(spec, rotation_deg=(-3.0, 2.5, 4.0),
                                                     shift_um=(-4.0, 6.0, -8.0))}  # fmt: skip
     for name, round_spec in rounds.items():
         write_pair(tmp_path / name, round_spec, ome_zarr=False)
-        moving = open_image(tmp_path / name / "moving.n5", "highres")
-        write_n5(moving.read(WHOLE).astype(np.uint16) * 2, tmp_path / name / "moving.n5",
-                 "highres_x2", moving.spacing)  # fmt: skip
+        write_channels(tmp_path / name / "moving.n5", tmp_path / name / "moving.ome.zarr",
+                       {"reg": 1, "x2": 2})  # fmt: skip
     assert (open_image(tmp_path / "r1" / "fixed.n5", "highres").read(WHOLE)
             == open_image(tmp_path / "r2" / "fixed.n5", "highres").read(WHOLE)).all()  # fmt: skip
+    write_channels(tmp_path / "r1" / "fixed.n5", tmp_path / "fixed.ome.zarr",
+                   {"empty": 0, "tissue": 1})  # fmt: skip
     out = tmp_path / "results"
     config = with_fewer_tiles(pair_config(tmp_path / "r1", out, **demo_config()))
+    config["fixed"] = {"path": str(tmp_path / "fixed.ome.zarr"), "lowres": "1", "highres": "0",
+                       "channel": "tissue"}  # fmt: skip
     config["deform"] = {**config["deform"], "enabled": False}  # the affine stages suffice here
     # no deformation in these pairs: local tiles of 20 x 80 x 80 (2 per round, not 8) suffice
     # (mean TRE after them 0.011-0.012 µm, as with the demo's 8)
     config["resample"] = {**config["resample"], "blocksize": [40, 160, 160]}  # z halves
     config["local_affine"] = {**config["local_affine"], "blocksize": [20, 80, 80]}
-    config["moving"] = {"channels": [{"name": "x2", "highres": "highres_x2"}]}
+    config["moving"] = {"lowres": "1", "highres": "0", "channel": "reg",
+                        "channels": [{"name": "x2", "channel": "x2"}]}  # fmt: skip
     config["rounds"] = [
-        {"name": name, "path": str(tmp_path / name / "moving.n5"),
+        {"name": name, "path": str(tmp_path / name / "moving.ome.zarr"),
          "ground_truth": str(tmp_path / name / "truth.json")}
         for name in rounds
     ]  # fmt: skip

@@ -34,6 +34,8 @@ class Image:
         chunks: z, y, x storage chunk shape (the shard shape for sharded Zarr v3).
         spacing: z, y, x voxel spacing, µm.
         origin: z, y, x physical position (µm) of voxel (0, 0, 0).
+        lead: for an OME-Zarr array with leading non-spatial axes (t, c), the index taken on
+            each (the chosen channel on ``c``, 0 on a singleton axis); () otherwise.
 
     The opened store is cached per instance and dropped when pickled.
     """
@@ -46,6 +48,7 @@ class Image:
     chunks: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
+    lead: tuple[int, ...] = ()
 
     @cached_property
     def _source(self) -> Any:
@@ -56,7 +59,7 @@ class Image:
             spec = {"driver": "n5", "kvstore": _file_kvstore(self.path), "path": self.dataset or ""}
             return ts.open(spec, read=True, open=True).result().T
         array = zarr.open_array(store=self.path, path=self.dataset or "", mode="r")
-        return _ZarrZYX(array)
+        return _ZarrZYX(array, self.lead)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_source"}
@@ -108,18 +111,21 @@ def _token(image: Image) -> str:
     """Deterministic dask name token of an image's identity and metadata."""
     from dask.base import tokenize
 
-    return tokenize(image.path, image.dataset, image.shape, str(image.dtype), image.chunks)
+    return tokenize(
+        image.path, image.dataset, image.lead, image.shape, str(image.dtype), image.chunks
+    )
 
 
 _IMAGE_FIELDS = {f.name for f in fields(Image)} - {"path"}
 
 
 class _ZarrZYX:
-    """A zarr array whose leading singleton non-spatial axes (OME-Zarr t / c) are dropped."""
+    """A zarr array seen as z, y, x: its leading non-spatial axes (OME-Zarr t, c) indexed by
+    ``lead`` (default 0 on each)."""
 
-    def __init__(self, array: zarr.Array):
+    def __init__(self, array: zarr.Array, lead: tuple[int, ...] = ()):
         self._array = array
-        self._lead = (0,) * (array.ndim - 3)
+        self._lead = tuple(lead) or (0,) * (array.ndim - 3)
 
     def __getitem__(self, region: tuple[slice, slice, slice]) -> np.ndarray:
         return self._array[self._lead + tuple(region)]
@@ -129,6 +135,7 @@ def open_image(
     path: str | os.PathLike,
     dataset: str | None = None,
     spacing: tuple[float, float, float] | None = None,
+    channel: int | str | None = None,
 ) -> Image:
     """Open a 3D volume from its metadata only (no voxel data is read).
 
@@ -139,6 +146,9 @@ def open_image(
             ...) or OME-Zarr group path (its finest level is opened). None: the container root
             is the array, or for OME-Zarr its finest level.
         spacing: z, y, x voxel spacing in µm of the opened array; overrides the metadata.
+        channel: for an OME-Zarr image with a channel axis (``c``), the channel: an index or
+            an ``omero.channels`` label (needed when there are several). The bioformats2raw
+            layout (the image in the store's group ``0``) is found by itself.
 
     Raises:
         ImageError: the path, the dataset, the dimensionality, the shape or the spacing is not
@@ -155,9 +165,12 @@ def open_image(
     if not os.path.exists(path):
         raise ImageError(f"{_where(path, dataset)}: path does not exist")
     if _detect_format(path, dataset) == "n5":
+        if channel is not None:
+            raise ImageError(f"{_where(path, dataset)}: `channel` {channel!r} given, but an N5 "
+                             "dataset has no channel axis; expected no `channel`")  # fmt: skip
         found = _open_n5(path, dataset)
     else:
-        found = _open_zarr(path, dataset)
+        found = _open_zarr(path, dataset, channel)
     where = _where(path, dataset)
     shape = found["shape"]
     if len(shape) != 3:
