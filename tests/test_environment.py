@@ -1,4 +1,4 @@
-"""envs/bigstream.yaml (what the rules declare) carries the same pins as pyproject.toml."""
+"""workflow/envs/bigstream.yaml (what the rules declare) carries the same pins as pyproject.toml."""
 
 import tomllib
 from pathlib import Path
