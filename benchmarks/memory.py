@@ -30,7 +30,7 @@ TILE_RULES = {
     "deform_block": ([({}, "deform")], resources.deform_mem_mb, "halo"),
     "stitch_field": ([({}, "deform")], resources.field_region_mem_mb, "core"),
     "invert_field": ([({}, "deform")], resources.field_region_mem_mb, "core"),
-    "resample_block": ([({"aligned": "aligned"}, "resample")], resources.resample_mem_mb, "halo"),
+    "resample_block": ([({}, "resample")], resources.resample_mem_mb, "halo"),
 }  # fmt: skip
 
 

@@ -83,11 +83,15 @@ def inside_image(shape, voxels: np.ndarray) -> np.ndarray:
 def sample(source: np.ndarray, window: tuple[slice, ...], voxels: np.ndarray, order: int):
     """float32 values (N,) at ``voxels`` (3, N image coordinates) of ``source``, the
     image's ``window`` in memory; 0 beyond the window (B-splines prefiltered for
-    order > 1). ``voxels`` is used up: shifted in place into the window's frame
-    (no second copy of a block's coordinates)."""
-    voxels -= np.array([s.start for s in window], dtype=np.float32)[:, None]
-    return ndimage.map_coordinates(source, voxels, output=np.float32, order=order,
-                                   mode="constant", cval=0.0, prefilter=order > 1)  # fmt: skip
+    order > 1). ``voxels`` is shifted in place into the window's frame (no second copy of a
+    block's coordinates) and back again after."""
+    shift = np.array([s.start for s in window], dtype=np.float32)[:, None]
+    voxels -= shift
+    try:
+        return ndimage.map_coordinates(source, voxels, output=np.float32, order=order,
+                                       mode="constant", cval=0.0, prefilter=order > 1)  # fmt: skip
+    finally:
+        voxels += shift
 
 
 def transformed_voxels(
@@ -150,16 +154,28 @@ def resample_region(
     ``return_inside=True`` also a bool mask of the voxels that map inside the
     moving image (the others are 0 because there is no data, not because it is dark).
     """
-    shape = tuple(s.stop - s.start for s in region)
     voxels = transformed_voxels(moving, transform, region, fixed_spacing, fixed_origin, step)
     inside = inside_image(moving.shape, voxels)
-    window = source_window(moving, voxels, max(order, 1))
-    result = np.zeros(shape, dtype=moving.dtype)
-    if window is not None:
-        values = sample(moving.read(window), window, voxels, order)
+    (result,) = pull_channels([moving], voxels, inside, region, order)
+    return (result, inside.reshape(result.shape)) if return_inside else result
+
+
+def pull_channels(
+    channels: list[Image], voxels: np.ndarray, inside: np.ndarray, region, order: int
+):
+    """Each of ``channels`` (images on one grid: the channels of a moving image) at the
+    voxel coordinates ``voxels`` (3, N; used up) of the fixed-grid ``region``, one block
+    (region's shape, the channel's dtype) after the other; 0 where ``inside`` is False.
+    The window the coordinates need is found once and read from each channel in turn."""
+    shape = tuple(s.stop - s.start for s in region)
+    window = source_window(channels[0], voxels, max(order, 1))
+    for image in channels:
+        if window is None:
+            yield np.zeros(shape, dtype=image.dtype)
+            continue
+        values = sample(image.read(window), window, voxels, order)
         values[~inside] = 0
-        result = cast_like(values, moving.dtype).reshape(shape)
-    return (result, inside.reshape(shape)) if return_inside else result
+        yield cast_like(values, image.dtype).reshape(shape)
 
 
 def resample(
@@ -192,31 +208,35 @@ def resample(
 
 def resample_block(
     store: str,
-    moving: Image,
+    channels: list[Image],
     fixed: Image,
     transform: PointMap,
     tile: Tile,
     order: int = 1,
     step: int = 1,
 ) -> dict:
-    """Resample the fixed-grid block ``tile.core`` and write it into level "0" of ``store``.
+    """Resample the fixed-grid block ``tile.core`` of every one of ``channels`` (the moving
+    image's channels, on one grid) and write it into level "0" of ``store`` (c, z, y, x).
 
-    The block must consist of whole chunks of the store (see
-    :func:`~bigstream_core.tiling.block_chunks`),
-    so parallel jobs never touch the same chunk; ``step``: see
-    :func:`transformed_voxels`. Returns a manifest: the region and a SHA-256
-    digest of the data.
+    The transform is computed once for all channels (:func:`transformed_voxels`, ``step``);
+    each channel is cast to the store's dtype. The block must consist of whole chunks (or
+    shards) of the store (see :func:`~bigstream_core.tiling.block_chunks`), so parallel
+    jobs never touch the same one. Returns a manifest: the region and a SHA-256 digest of
+    the data (all channels).
     """
     region = tile.slices("core")
-    data = resample_region(moving, transform, region, fixed.spacing, fixed.origin, order, step=step)
     level = zarr.open_array(store, path="0", mode="r+")
+    units = (level.shards or level.chunks)[-3:]
     for axis, (start, stop) in enumerate(tile.core):
-        chunk = level.chunks[axis]
-        if start % chunk or (stop % chunk and stop != level.shape[axis]):
-            raise ValueError(
-                f"block {tile.id} {tile.core} is not made of whole chunks {level.chunks}"
-            )
-    level[region] = data
+        if start % units[axis] or (stop % units[axis] and stop != level.shape[-3 + axis]):
+            raise ValueError(f"block {tile.id} {tile.core} is not made of whole chunks {units}")
+    moving = channels[0]
+    voxels = transformed_voxels(moving, transform, region, fixed.spacing, fixed.origin, step)
+    inside = inside_image(moving.shape, voxels)
+    data = np.empty((len(channels), *(s.stop - s.start for s in region)), dtype=level.dtype)
+    for channel, block in enumerate(pull_channels(channels, voxels, inside, region, order)):
+        data[channel] = block
+    level[(slice(None), *region)] = data  # one write: a shard is written whole
     return {
         "tile": tile.id,
         "core": [list(bounds) for bounds in tile.core],

@@ -113,6 +113,12 @@ def _retired_keys(config: dict[str, Any]) -> list[str]:
 
 def _cross_field_problems(config: dict[str, Any]) -> list[str]:
     problems = []
+    output = config["output"]
+    if output["shard"] and output["format"] != "ome-zarr-0.5":
+        problems.append(
+            f"`output.shard` = true with `output.format` = {output['format']!r}: shards are a "
+            "Zarr v3 feature; expected `output.format: ome-zarr-0.5`, or `output.shard: false`"
+        )
     keypoints = config["global_affine"]
     if keypoints["min_radius"] > keypoints["max_radius"]:
         problems.append(
@@ -246,6 +252,35 @@ def channel_entry(moving: dict[str, Any], channel: dict[str, Any]) -> dict[str, 
     return {**moving, "path": channel.get("path") or moving["path"], "highres": highres,
             "lowres": highres, "channel": channel.get("channel"), "mask": None,
             "channels": []}  # fmt: skip
+
+
+def moving_channels(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The channels of the moving round in the order ``aligned.ome.zarr`` holds them: the
+    registration channel, then ``moving.channels``; each as (label, image entry). The
+    registration channel's label is its ``channel`` when that is a label, else the name of
+    its store (``r2`` for ``r2.n5``), with ``-c<index>`` for a channel index."""
+    moving = config["moving"]
+    label = moving.get("channel")
+    if not isinstance(label, str):
+        label = Path(moving["path"]).name.split(".")[0] or "moving"
+        if moving.get("channel") is not None:
+            label += f"-c{moving['channel']}"
+    return [(label, moving)] + [
+        (channel["name"], channel_entry(moving, channel)) for channel in moving.get("channels", [])
+    ]
+
+
+def open_moving_channels(config: dict[str, Any]) -> list[Image]:
+    """The high-res level of every channel of :func:`moving_channels`, opened (metadata)."""
+    return [
+        open_image(
+            entry["path"],
+            entry["highres"] or None,
+            spacing=entry.get("spacing"),
+            channel=entry.get("channel"),
+        )  # fmt: skip
+        for _, entry in moving_channels(config)
+    ]
 
 
 def _check_channels(config: dict[str, Any], moving: Image) -> None:

@@ -23,8 +23,7 @@ class RuleLayout:
     ``result``, the result path prefix under ``output_dir`` they make (the unit a set may
     reuse from another set; None: the run's own QC); ``benchmark``, their Snakemake
     benchmark file under ``<output_dir>/benchmarks/``, with the rule's wildcards
-    (``{image}``: fixed or moving; ``{aligned}``: each aligned product; ``{tile}``,
-    ``{batch}``: one per job)."""
+    (``{image}``: fixed or moving; ``{tile}``, ``{batch}``, ``{level}``: one per job)."""
 
     stage: str
     result: str | None
@@ -42,8 +41,10 @@ RULES = {
     "deform_block": RuleLayout("deform", "deform", "deform_block/{batch}.tsv"),
     "stitch_field": RuleLayout("stitch_field", "transform", "stitch_field/{batch}.tsv"),
     "invert_field": RuleLayout("invert_field", "transform", "invert_field/{batch}.tsv"),
-    "resample_block": RuleLayout("resample", "{aligned}", "resample_block/{aligned}/{batch}.tsv"),
-    "finalize_aligned": RuleLayout("resample", "{aligned}", "finalize_aligned/{aligned}.tsv"),
+    "resample_block": RuleLayout("resample", "aligned", "resample_block/{batch}.tsv"),
+    "downsample_aligned": RuleLayout("pyramid", "aligned",
+                                     "downsample_aligned/{level}/{batch}.tsv"),
+    "finalize_aligned": RuleLayout("pyramid", "aligned", "finalize_aligned.tsv"),
     "apply_global_affine": RuleLayout("lowres_outputs", "global", "apply_global_affine.tsv"),
     "apply_local_affines_lowres": RuleLayout("lowres_outputs", "local",
                                              "apply_local_affines_lowres.tsv"),
@@ -62,21 +63,19 @@ STAGE_RULES = {
 """Stage -> the rules whose jobs make it, in stage order (from :data:`RULES`)."""
 
 IMAGES = ("fixed", "moving")
-ONE_PER_JOB = ("tile", "batch")
+ONE_PER_JOB = ("tile", "batch", "level")
 """Wildcards of :data:`RULES`' benchmark files that take one value per job."""
 
 
-def benchmark_glob(rule: str, image: str = "", aligned: str = "") -> str:
-    """The glob of ``rule``'s benchmark files (under ``benchmarks/``) for one image or
-    aligned product."""
-    return RULES[rule].benchmark.format(image=image, aligned=aligned,
-                                        **dict.fromkeys(ONE_PER_JOB, "*"))  # fmt: skip
+def benchmark_glob(rule: str, image: str = "") -> str:
+    """The glob of ``rule``'s benchmark files (under ``benchmarks/``) for one image."""
+    return RULES[rule].benchmark.format(image=image, **dict.fromkeys(ONE_PER_JOB, "*"))
 
 
 def benchmark_file(rule: str, **wildcards: str) -> str:
     """The benchmark file of one of ``rule``'s jobs (under ``benchmarks/``); wildcards not
     given stay as Snakemake wildcards (``{tile}``)."""
-    kept = {name: "{" + name + "}" for name in ("image", "aligned", *ONE_PER_JOB)}
+    kept = {name: "{" + name + "}" for name in ("image", *ONE_PER_JOB)}
     return RULES[rule].benchmark.format(**{**kept, **wildcards})
 
 
@@ -86,24 +85,12 @@ def rule_benchmarks(folder: str | Path, rule: str, reuse: dict[str, str] | None 
     reuse = reuse or {}
     layout = RULES[rule]
     images = IMAGES if "{image}" in layout.benchmark else ("",)
-    products = _products(folder, reuse) if "{aligned}" in layout.benchmark else ("",)
     files = []
     for image in images:
-        for aligned in products:
-            where = layout.result and layout.result.format(image=image, aligned=aligned)
-            root = Path(reuse.get(where, folder)) if where else Path(folder)
-            files += sorted((root / "benchmarks").glob(benchmark_glob(rule, image, aligned)))
+        where = layout.result and layout.result.format(image=image)
+        root = Path(reuse.get(where, folder)) if where else Path(folder)
+        files += sorted((root / "benchmarks").glob(benchmark_glob(rule, image)))
     return files
-
-
-def _products(folder: str | Path, reuse: dict[str, str]) -> list[str]:
-    """The run's aligned products: ``aligned`` and each channel's ``aligned_<name>``, those
-    resampled here (a folder of resample benchmarks) and those reused from another set."""
-    per_product = Path(benchmark_glob("resample_block", aligned="*")).parent  # one folder each
-    made = {path.name for path in (Path(folder) / "benchmarks").glob(str(per_product))
-            if path.is_dir()}  # fmt: skip
-    reused = {prefix for prefix in reuse if prefix.startswith("aligned") and "." not in prefix}
-    return sorted(made | reused | {"aligned"})
 
 
 def stage_costs(
@@ -173,18 +160,16 @@ def stage_keys(config: dict[str, Any]) -> dict[str, str]:
     keys["local"] = _digest(keys["global"], config["local_affine"], config["foreground"])
     keys["deform"] = _digest(keys["local"], config["deform"])
     keys["transform"] = _digest(keys["deform"], inverse_wanted(config))
-    for name in ("aligned", "aligned.ome.zarr"):
-        keys[name] = _digest(keys["transform"], config["resample"])
-    for channel in config["moving"].get("channels", []):
-        for name in (f"aligned_{channel['name']}", f"aligned_{channel['name']}.ome.zarr"):
-            keys[name] = _digest(keys["transform"], config["resample"], channel)
+    for name in ("aligned", "aligned.ome.zarr"):  # every channel of the round, in one store
+        keys[name] = _digest(keys["transform"], config["resample"], config["output"],
+                             config["moving"].get("channels", []))  # fmt: skip
     return keys
 
 
-def result_prefixes(products: list[str]) -> set[str]:
-    """Every result prefix of :data:`RULES` for both images and the aligned ``products``."""
+def result_prefixes() -> set[str]:
+    """Every result prefix of :data:`RULES` for both images."""
     return {
-        layout.result.format(image=image, aligned=aligned)
+        layout.result.format(image=image)
         for layout in RULES.values() if layout.result
-        for image in IMAGES for aligned in products
+        for image in IMAGES
     }  # fmt: skip

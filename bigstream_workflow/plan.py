@@ -7,11 +7,13 @@ recorded plan is exactly what the jobs use.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 from bigstream_core import atomic
-from bigstream_core.io import Image
+from bigstream_core.io import Image, pyramid_shapes
+from bigstream_core.io.pyramid import level_factors
 from bigstream_core.keypoints import keypoint_grid
 from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
 from bigstream_workflow.provenance import describe_images, provenance
@@ -26,7 +28,9 @@ def stage_grids(
       image (:func:`bigstream_core.keypoints.keypoint_grid`);
     - ``local_affine``: low-res fixed tiles with ``local_affine.overlap``;
     - ``deform``: high-res fixed blocks with ``deform.overlap``;
-    - ``resample``: high-res fixed output blocks, no overlap.
+    - ``resample``: high-res fixed output blocks, no overlap;
+    - ``pyramid_<k>``: blocks of level k >= 1 of the output's pyramid (``resample.blocksize``
+      voxels of that level), each made from level k - 1 (:func:`pyramid_sources`).
     """
     ga = config["global_affine"]
     grids = {
@@ -38,8 +42,30 @@ def stage_grids(
     for stage, level in (("local_affine", "lowres"), ("deform", "highres")):
         if config[stage]["enabled"]:
             grids[stage] = overlapping_grid(config[stage], images["fixed"][level])
-    grids["resample"] = tile_grid(images["fixed"]["highres"].shape, config["resample"]["blocksize"])
+    blocksize = config["resample"]["blocksize"]
+    levels = pyramid_shapes(images["fixed"]["highres"].shape)
+    grids["resample"] = tile_grid(levels[0], blocksize)
+    for level, shape in enumerate(levels[1:], start=1):
+        grids[pyramid_grid(level)] = tile_grid(shape, blocksize)
     return grids
+
+
+def pyramid_grid(level: int) -> str:
+    """The grid name of the output pyramid's level ``level`` (0: the resample blocks)."""
+    return f"pyramid_{level}" if level else "resample"
+
+
+def pyramid_sources(tile: Tile, below: tuple[int, int, int], blocksize) -> list[tuple]:
+    """Grid indices (z, y, x) of the blocks of the level below (of z, y, x shape ``below``,
+    cut into ``blocksize`` blocks) that a pyramid block ``tile`` reads: its core times the
+    downsampling factors."""
+    ranges = []
+    for (start, stop), n, size, factor in zip(
+        tile.core, below, blocksize, level_factors(below), strict=True
+    ):
+        first, last = start * factor, min(stop * factor, n)
+        ranges.append(range(first // size, -(-last // size)))
+    return list(itertools.product(*ranges))
 
 
 def overlapping_grid(block: dict[str, Any], image: Image) -> list[Tile]:

@@ -54,6 +54,17 @@ def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
     return int((BASELINE_MB + block_voxels * RESAMPLE_BYTES_PER_VOXEL / 2**20) * attempt)
 
 
+# Pyramid blocks: one write unit (chunk or shard) of the level at a time, per channel: its
+# float64 sum and mean, the block in its dtype, and the source slab it reads (8x its voxels
+# in z slabs of one source chunk), with an edge-padded copy at the far ends.
+PYRAMID_BYTES_PER_VOXEL = 48
+
+
+def pyramid_mem_mb(unit_voxels: int, attempt: int = 1) -> int:
+    """MB for a pyramid job writing units (chunks or shards) of ``unit_voxels`` voxels."""
+    return int((BASELINE_MB + unit_voxels * PYRAMID_BYTES_PER_VOXEL / 2**20) * attempt)
+
+
 # Deform blocks (session 3, 2S pair): 847 MB for a 288 x 288 x 320 halo (26.5 M voxels),
 # 354 MB for a 160^3 one: the fixed block and the moving window in float32, one smoothed
 # copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions:

@@ -111,6 +111,14 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
             r"`points` lists more than one table named \['spots.csv'\]",
         ),
         ({"points": [{"path": "spots.txt", "space": "moving"}]}, r"`points.0.path` = 'spots.txt'"),
+        (
+            {"output": {"shard": True}},
+            r"`output.shard` = true with `output.format` = 'ome-zarr-0.4': shards are a Zarr v3",
+        ),
+        (
+            {"output": {"format": "ome-zarr-0.6"}},
+            r"`output.format` = 'ome-zarr-0.6': expected one of \['ome-zarr-0.4', 'ome-zarr-0.5'\]",
+        ),
     ],
 )
 def test_schema_errors_name_key_value_and_expectation(change, expected):

@@ -16,8 +16,10 @@ from bigstream_core.io import (
     Image,
     ImageError,
     create_ome_zarr,
+    downsample_level,
     finish_ome_zarr,
     open_image,
+    pyramid_shapes,
     write_n5,
     write_ome_zarr,
     write_zarr,
@@ -358,9 +360,11 @@ def test_the_pyramid_is_built_in_chunk_sized_pieces_not_whole_levels(tmp_path):
     few chunks at a time (measured: well under a tenth of the level), and gives the mean."""
     volume = np.random.default_rng(2).integers(0, 4000, (64, 512, 512)).astype(np.uint16)
     path = tmp_path / "big.ome.zarr"
-    create_ome_zarr(path, volume.shape, volume.dtype, (32, 32, 32))[...] = volume
+    create_ome_zarr(path, volume.shape, volume.dtype, (32, 32, 32))["0"][...] = volume
     tracemalloc.start()
-    finish_ome_zarr(path, (1.0, 1.0, 1.0), chunks=(32, 32, 32))
+    for level in range(1, len(pyramid_shapes(volume.shape))):
+        downsample_level(path, level)
+    finish_ome_zarr(path, (1.0, 1.0, 1.0))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < volume.nbytes / 10, f"peak {peak / 2**20:.1f} MiB"
@@ -527,3 +531,69 @@ def test_bad_spacing_is_refused(tmp_path, volume, bad):
     write_zarr(volume, tmp_path / "a.zarr")
     with pytest.raises(ImageError, match="expected 3 positive numbers"):
         open_image(tmp_path / "a.zarr", spacing=bad)
+
+
+@pytest.mark.parametrize("version, shard", [("0.4", None), ("0.5", None), ("0.5", (64, 64, 64))])
+def test_a_multichannel_pyramid_made_region_by_region_is_valid_ome_zarr(tmp_path, version, shard):
+    """Two channels (c, z, y, x; the second twice the first), level 0 filled by two writers of
+    half the image each, every other level by regions: valid NGFF (ome-zarr-models), read by
+    ome-zarr-py (napari's reader) with the channel labels, and each level the mean of the one
+    below, channel by channel."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr_models.v05 import Image as OmeImageV05
+
+    rng = np.random.default_rng(5)
+    first = rng.integers(1, 1000, (70, 96, 128)).astype(np.uint16)
+    path = tmp_path / f"aligned_{version}.ome.zarr"
+    group = create_ome_zarr(path, first.shape, np.uint16, (32, 32, 32), channels=2,
+                            version=version, shard=shard)  # fmt: skip
+    assert group["0"].shape == (2, 70, 96, 128) and group["0"].chunks == (1, 32, 32, 32)
+    for half in (slice(0, 64), slice(64, 70)):  # regions of whole shards / chunks
+        group["0"][:, half] = np.stack([first[half], 2 * first[half]])
+    for level, shape in enumerate(pyramid_shapes(first.shape)[1:], start=1):
+        downsample_level(
+            path, level, ((0, shape[0]), (0, shape[1]), (0, 64 if shape[2] > 64 else shape[2]))
+        )
+        if shape[2] > 64:
+            downsample_level(path, level, ((0, shape[0]), (0, shape[1]), (64, shape[2])))
+    image = finish_ome_zarr(path, (2.0, 0.5, 0.5), (1.0, 0.0, 0.0), labels=["488", "561"],
+                            attrs={"bigstream": {"run": 1}})  # fmt: skip
+
+    group = zarr.open_group(path, mode="r")
+    model = (OmeImageV04 if version == "0.4" else OmeImageV05).from_zarr(group)
+    ome = model.attributes if version == "0.4" else model.attributes.ome
+    multiscale = ome.multiscales[0]
+    assert [axis.name for axis in multiscale.axes] == ["c", "z", "y", "x"]
+    assert [d.path for d in multiscale.datasets] == ["0", "1", "2"]  # 128 -> 64 -> 32
+    assert (group["0"].metadata.zarr_format == 2) == (version == "0.4")
+    if shard:
+        assert group["0"].shards == (1, 64, 64, 64)
+    omero = dict(group.attrs)["omero" if version == "0.4" else "ome"]
+    omero = omero if version == "0.4" else omero["omero"]
+    assert [c["label"] for c in omero["channels"]] == ["488", "561"]
+    windows = [c["window"] for c in omero["channels"]]
+    assert windows[0]["max"] == 65535 and 0 < windows[0]["start"] < windows[0]["end"] <= 1000
+    assert windows[1]["end"] == pytest.approx(2 * windows[0]["end"], rel=0.05)
+    assert image.spacing == (2.0, 0.5, 0.5) and image.read((slice(0, 2),) * 3).tolist() == (
+        first[:2, :2, :2].tolist()
+    )
+    second = open_image(path, "1", channel="561").read((slice(None),) * 3).astype(int)
+    mean = first.reshape(35, 2, 48, 2, 64, 2).mean(axis=(1, 3, 5))
+    np.testing.assert_array_equal(second, np.round(2 * mean).astype(int))
+
+    nodes = list(Reader(parse_url(str(path)))())
+    assert nodes[0].metadata["channel_names"] == ["488", "561"]
+    assert nodes[0].metadata["contrast_limits"][1][1] == windows[1]["end"]
+    assert [tuple(level.shape) for level in nodes[0].data] == [
+        (2, 70, 96, 128), (2, 35, 48, 64), (2, 18, 24, 32)
+    ]  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(nodes[0].data[0][1, :4, :4, :4]),
+                                  2 * first[:4, :4, :4])  # fmt: skip
+
+
+def test_an_unknown_ome_zarr_version_or_shards_on_0_4_are_refused(tmp_path):
+    with pytest.raises(ImageError, match=r"version '0.6'; expected one of 0.4, 0.5"):
+        create_ome_zarr(tmp_path / "a.ome.zarr", (4, 4, 4), np.uint8, version="0.6")
+    with pytest.raises(ImageError, match="shards need OME-Zarr 0.5"):
+        create_ome_zarr(tmp_path / "b.ome.zarr", (4, 4, 4), np.uint8, shard=(4, 4, 4))

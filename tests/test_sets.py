@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
+from ome_zarr_models.v05 import Image as OmeImageV05
 
 from bigstream_core.io import open_image, write_n5
 from bigstream_core.phantom import preset, write_pair
@@ -101,10 +103,12 @@ def test_every_result_the_layout_names_has_a_reuse_key_and_no_other():
     would never be shared, a key without a rule would share nothing real."""
     config = merged({"fixed": {"path": "f.n5"}, "output_dir": "out",
                      "moving": {"path": "m.n5", "channels": [{"name": "c1"}]}})  # fmt: skip
-    products = ["aligned", "aligned_c1"]
-    keys = set(stage_keys(config))
-    assert result_prefixes(products) == {key for key in keys if not key.endswith(".ome.zarr")}
-    assert {f"{product}.ome.zarr" for product in products} <= keys
+    keys = stage_keys(config)
+    assert result_prefixes() == {key for key in keys if not key.endswith(".ome.zarr")}
+    assert "aligned.ome.zarr" in keys
+    changed = merged({**config, "moving": {**config["moving"], "channels": [{"name": "c2"}]}})
+    assert stage_keys(changed)["aligned"] != keys["aligned"]  # the channels are in one store
+    assert stage_keys(changed)["transform"] == keys["transform"]
     assert benchmark_file("detect_keypoints", image="fixed") == "detect_keypoints/fixed/{tile}.tsv"
     assert all(layout.benchmark.endswith(".tsv") for layout in RULES.values())
 
@@ -224,19 +228,19 @@ def test_a_three_set_sweep_ranks_the_sensible_parameters_first(deformed_pair, tm
 
 
 @pytest.mark.slow
-def test_two_rounds_with_two_channels_each(tmp_path):
-    """Two moving rounds of one fixed image (other rotations and shifts), each a
-    multichannel OME-Zarr (axes c, z, y, x) whose second channel is the first doubled; the
-    fixed image a 2-channel one too, registered on its second channel: each round is
-    registered to the fixed image with its own transform, and its second channel is
-    resampled with that transform."""
+def test_two_rounds_with_three_channels_each_into_one_multichannel_ome_zarr_0_5(tmp_path):
+    """Two moving rounds of one fixed image (other rotations and shifts), each a 3-channel
+    OME-Zarr (axes c, z, y, x) whose other channels are the first doubled and tripled; the
+    fixed image a 2-channel one, registered on its second channel: each round is registered
+    to the fixed image with its own transform, and its other channels are resampled with
+    that transform into one OME-Zarr 0.5 (sharded) along c, labelled, valid NGFF."""
     spec = preset("small")
     rounds = {"r1": spec, "r2": dataclasses.replace(spec, rotation_deg=(-3.0, 2.5, 4.0),
                                                     shift_um=(-4.0, 6.0, -8.0))}  # fmt: skip
     for name, round_spec in rounds.items():
         write_pair(tmp_path / name, round_spec, ome_zarr=False)
         write_channels(tmp_path / name / "moving.n5", tmp_path / name / "moving.ome.zarr",
-                       {"reg": 1, "x2": 2})  # fmt: skip
+                       {"x3": 3, "reg": 1, "x2": 2})  # fmt: skip
     assert (open_image(tmp_path / "r1" / "fixed.n5", "highres").read(WHOLE)
             == open_image(tmp_path / "r2" / "fixed.n5", "highres").read(WHOLE)).all()  # fmt: skip
     write_channels(tmp_path / "r1" / "fixed.n5", tmp_path / "fixed.ome.zarr",
@@ -250,8 +254,10 @@ def test_two_rounds_with_two_channels_each(tmp_path):
     # (mean TRE after them 0.011-0.012 µm, as with the demo's 8)
     config["resample"] = {**config["resample"], "blocksize": [40, 160, 160]}  # z halves
     config["local_affine"] = {**config["local_affine"], "blocksize": [20, 80, 80]}
+    config["output"] = {"format": "ome-zarr-0.5", "shard": True}
     config["moving"] = {"lowres": "1", "highres": "0", "channel": "reg",
-                        "channels": [{"name": "x2", "channel": "x2"}]}  # fmt: skip
+                        "channels": [{"name": "double", "channel": "x2"},
+                                     {"name": "triple", "channel": 0}]}  # fmt: skip
     config["rounds"] = [
         {"name": name, "path": str(tmp_path / name / "moving.ome.zarr"),
          "ground_truth": str(tmp_path / name / "truth.json")}
@@ -266,19 +272,24 @@ def test_two_rounds_with_two_channels_each(tmp_path):
         folder = out / "rounds" / name
         accuracy = json.loads((folder / "qc" / "accuracy.json").read_text())["stages"]
         assert accuracy[-1]["mean_um"] < 0.5 < accuracy[0]["mean_um"], accuracy
-        registration = open_image(folder / "aligned.ome.zarr", "0").read(WHOLE).astype(int)
-        channel = open_image(folder / "aligned_x2.ome.zarr", "0").read(WHOLE).astype(int)
+        store = folder / "aligned.ome.zarr"
+        group = zarr.open_group(store, mode="r")
+        OmeImageV05.from_zarr(group)  # valid OME-NGFF 0.5
+        assert group["0"].shards == (1, 40, 160, 160)  # one file per resample block
+        labels = [c["label"] for c in group.attrs["ome"]["omero"]["channels"]]
+        assert labels == ["reg", "double", "triple"]
+        registration, double, triple = (
+            open_image(store, "0", channel=label).read(WHOLE).astype(int) for label in labels
+        )
         assert registration.max() > 150  # the tissue is there
-        assert np.abs(channel - 2 * registration).max() <= 1  # the same transform, voxel for voxel
-        assert json.loads((folder / "aligned_x2" / "complete.json").read_text())["blocks"]
+        assert np.abs(double - 2 * registration).max() <= 1  # the same transform, voxel by voxel
+        assert np.abs(triple - 3 * registration).max() <= 2  # |round(3v) - 3 round(v)| <= 1.5
         aligned[name] = registration
-        # the summary's resample cost counts both channels' jobs
-        jobs = [path for product in ("aligned", "aligned_x2") for path in
-                [*(folder / "benchmarks" / "resample_block" / product).glob("*.tsv"),
-                 folder / "benchmarks" / "finalize_aligned" / f"{product}.tsv"]]  # fmt: skip
+        # the summary's resample cost: the blocks' jobs, every channel in each
+        jobs = list((folder / "benchmarks" / "resample_block").glob("*.tsv"))
         seconds = sum(pd.read_csv(path, sep="\t")["s"].sum() for path in jobs)
         row = summary.set_index("round").loc[name]
-        assert len(jobs) >= 4 and row["resample_s"] == pytest.approx(seconds, abs=0.01)
+        assert len(jobs) == 2 and row["resample_s"] == pytest.approx(seconds, abs=0.01)
     # the rounds' own transforms: both land on the fixed image, by different routes
     assert not (out / "rounds" / "r2" / "benchmarks" / "detect_keypoints" / "fixed").exists()
     assert (out / "rounds" / "r2" / "benchmarks" / "detect_keypoints" / "moving").exists()

@@ -18,9 +18,10 @@ The writers work block by block: memory stays bounded by a few storage chunks.
 
 from bigstream_core.io.base import CHUNK_CONCURRENCY, DEFAULT_CHUNKS, ImageError
 from bigstream_core.io.image import ArrayImage, Image, array_image, open_image
-from bigstream_core.io.pyramid import OME_COMPRESSOR
+from bigstream_core.io.pyramid import NGFF_ZARR_FORMAT, OME_COMPRESSOR, pyramid_shapes
 from bigstream_core.io.write import (
     create_ome_zarr,
+    downsample_level,
     finish_ome_zarr,
     write_n5,
     write_ome_zarr,
@@ -30,14 +31,17 @@ from bigstream_core.io.write import (
 __all__ = [
     "CHUNK_CONCURRENCY",
     "DEFAULT_CHUNKS",
+    "NGFF_ZARR_FORMAT",
     "OME_COMPRESSOR",
     "ArrayImage",
     "Image",
     "ImageError",
     "array_image",
     "create_ome_zarr",
+    "downsample_level",
     "finish_ome_zarr",
     "open_image",
+    "pyramid_shapes",
     "write_n5",
     "write_ome_zarr",
     "write_zarr",

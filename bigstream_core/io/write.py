@@ -1,9 +1,11 @@
-"""Writers: N5 (tensorstore), plain Zarr, and OME-Zarr (whole, or created empty and finished
-after block writers filled level 0). Each works block by block and returns the opened image."""
+"""Writers: N5 (tensorstore), plain Zarr, and OME-Zarr 0.4 / 0.5 (whole, or created empty,
+filled region by region by separate jobs, level by level, then finished with its metadata).
+Each works block by block and returns the opened image."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,11 +17,12 @@ from bigstream_core.io.base import _SPATIAL, ImageError, _as_dask, _read_json, _
 from bigstream_core.io.image import Image, open_image
 from bigstream_core.io.n5 import N5_VERSION, _file_kvstore
 from bigstream_core.io.pyramid import (
-    _create_ome_level,
-    _level_factors,
-    _ome_dataset,
-    _pyramid_levels,
-    _write_downsampled_level,
+    NGFF_ZARR_FORMAT,
+    create_level,
+    downsample_region,
+    level_factors,
+    ome_dataset,
+    pyramid_shapes,
 )
 from bigstream_core.io.units import _check_spacing, _number
 
@@ -152,8 +155,9 @@ def write_ome_zarr(
     levels: int | None = None,
     name: str | None = None,
     attrs: dict | None = None,
+    version: str = "0.4",
 ) -> Image:
-    """Write a z, y, x array as an OME-NGFF 0.4 multiscale image (Zarr v2) and open level "0".
+    """Write a z, y, x array as an OME-NGFF multiscale image and open level "0".
 
     Level k is the 2x mean-downsampling of level k - 1 (factor 1 along an axis of length 1; an
     odd length is padded by repeating the edge voxel), computed block by block from level
@@ -168,14 +172,17 @@ def write_ome_zarr(
         chunks: z y x chunk shape (default `DEFAULT_CHUNKS`, clipped to each level's shape).
         levels: number of levels; None adds levels until every axis is under 64 voxels, at most 5.
         name: multiscale name (default: the folder name).
-        attrs: extra group attributes (e.g. provenance), merged in beside ``multiscales``.
+        attrs: extra group attributes (e.g. provenance), merged in beside the OME metadata.
+        version: NGFF version, "0.4" (Zarr v2) or "0.5" (Zarr v3).
     """
     import dask.array as da
 
     data = _as_dask(array, chunks, os.fspath(path))
-    level = create_ome_zarr(path, data.shape, data.dtype, chunks)
-    da.store(data.rechunk(level.chunks), level, lock=False)
-    return finish_ome_zarr(path, spacing, origin, chunks, levels, name, attrs)
+    group = create_ome_zarr(path, data.shape, data.dtype, chunks, levels=levels, version=version)
+    da.store(data.rechunk(group["0"].chunks), group["0"], lock=False)
+    for level in range(1, len(list(group.array_keys()))):
+        downsample_level(path, level)
+    return finish_ome_zarr(path, spacing, origin, name, attrs)
 
 
 def create_ome_zarr(
@@ -183,50 +190,127 @@ def create_ome_zarr(
     shape: tuple[int, int, int],
     dtype: Any,
     chunks: tuple[int, int, int] | None = None,
-) -> zarr.Array:
-    """Create (replace) an OME-Zarr folder with an empty level "0"; no multiscale metadata yet.
+    *,
+    channels: int | None = None,
+    levels: int | None = None,
+    version: str = "0.4",
+    shard: tuple[int, int, int] | None = None,
+) -> zarr.Group:
+    """Create (replace) an OME-Zarr folder with every level "0", "1", ... empty (shapes from
+    :func:`~bigstream_core.io.pyramid.pyramid_shapes`); no multiscale metadata yet.
 
-    For writers that fill level 0 block by block (each block writing only the chunks it
-    owns) before :func:`finish_ome_zarr` adds the pyramid and the metadata. Until then the
-    folder is not a valid OME-Zarr image, so a half-written result never looks complete.
+    For writers that fill level 0 region by region (each writing only the chunks, or shards,
+    it owns), then each level from the one below (:func:`downsample_level`, by regions too),
+    before :func:`finish_ome_zarr` adds the metadata. Until then the folder is not a valid
+    OME-Zarr image, so a half-written result never looks complete.
+
+    Args:
+        shape: z, y, x voxels of level 0.
+        channels: the length of a leading ``c`` axis; None: a z, y, x image.
+        version: "0.4" (Zarr v2) or "0.5" (Zarr v3).
+        shard: z, y, x voxels of a shard (0.5 only; a multiple of `chunks`): one file per
+            shard instead of one per chunk.
     """
-    group = zarr.open_group(os.fspath(path), mode="w", zarr_format=2)
-    return _create_ome_level(group, "0", tuple(shape), np.dtype(dtype), chunks)
+    path = os.fspath(path)
+    if version not in NGFF_ZARR_FORMAT:
+        raise ImageError(f"{path}: OME-Zarr version {version!r}; expected one of "
+                         f"{', '.join(NGFF_ZARR_FORMAT)}")  # fmt: skip
+    if shard is not None and version == "0.4":
+        raise ImageError(f"{path}: shards need OME-Zarr 0.5 (Zarr v3); 0.4 was asked for")
+    group = zarr.open_group(path, mode="w", zarr_format=NGFF_ZARR_FORMAT[version])
+    for level, level_shape in enumerate(pyramid_shapes(tuple(shape), levels, path)):
+        create_level(group, str(level), level_shape, np.dtype(dtype), chunks, channels, shard)
+    return group
+
+
+def downsample_level(path: str | os.PathLike, level: int, core=None) -> None:
+    """Fill the z, y, x region `core` (whole write units; None: all) of level `level` of an
+    OME-Zarr folder made by :func:`create_ome_zarr` from level `level` - 1."""
+    group = zarr.open_group(os.fspath(path), mode="r+")
+    downsample_region(group[str(level - 1)], group[str(level)], core)
 
 
 def finish_ome_zarr(
     path: str | os.PathLike,
     spacing: tuple[float, float, float],
     origin: tuple[float, float, float] = (0, 0, 0),
-    chunks: tuple[int, int, int] | None = None,
-    levels: int | None = None,
     name: str | None = None,
     attrs: dict | None = None,
+    labels: list[str] | None = None,
 ) -> Image:
-    """Add the pyramid (levels 1..n from level "0", block by block) and the OME metadata."""
+    """Write the OME metadata of a filled pyramid (:func:`create_ome_zarr`): ``multiscales``
+    (NGFF 0.4, or 0.5 under ``ome`` on Zarr v3) and, with a channel axis, ``omero`` channels
+    named `labels` with contrast limits taken from the data (:func:`channel_windows`).
+    Returns level "0" (its first channel)."""
     path = os.fspath(path)
     spacing = _check_spacing(spacing, f"{path}: spacing")
     origin = tuple(_number(o, f"{path}: origin {origin!r}") for o in origin)
     if len(origin) != 3:
         raise ImageError(f"{path}: origin {origin!r}; expected 3 numbers (z y x, µm)")
-    group = zarr.open_group(path, mode="r+", zarr_format=2)
-    level = group["0"]
-    count = _pyramid_levels(level.shape, levels, path)
-    datasets = [_ome_dataset("0", spacing, origin)]
-    for k in range(1, count):
-        factors = _level_factors(level.shape)
-        level = _write_downsampled_level(group, str(k), level, factors, chunks)
+    group = zarr.open_group(path, mode="r+")
+    arrays = [group[str(level)] for level in range(len(list(group.array_keys())))]
+    channels = arrays[0].ndim == 4
+    if channels and len(labels or []) != arrays[0].shape[0]:
+        raise ImageError(f"{path}: {arrays[0].shape[0]} channels, labels {labels!r}; expected "
+                         "one label per channel")  # fmt: skip
+    datasets = [ome_dataset("0", spacing, origin, channels)]
+    for k in range(1, len(arrays)):
+        factors = level_factors(arrays[k - 1].shape[-3:])
         origin = tuple(
             o + (f - 1) / 2 * s for o, f, s in zip(origin, factors, spacing, strict=True)
         )
         spacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
-        datasets.append(_ome_dataset(str(k), spacing, origin))
+        datasets.append(ome_dataset(str(k), spacing, origin, channels))
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in _SPATIAL]
     multiscale = {
-        "version": "0.4",
         "name": name or Path(path).name,
-        "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in _SPATIAL],
+        "axes": [{"name": "c", "type": "channel"}, *axes] if channels else axes,
         "datasets": datasets,
         "type": "mean",
     }
-    group.attrs.update({**(attrs or {}), "multiscales": [multiscale]})
-    return open_image(path, "0")
+    ome = {"multiscales": [multiscale]}
+    if channels:
+        ome["omero"] = omero_metadata(labels, channel_windows(arrays[-1]))
+    if group.metadata.zarr_format == 2:
+        multiscale["version"] = "0.4"
+        group.attrs.update({**(attrs or {}), **ome})
+    else:
+        group.attrs.update({**(attrs or {}), "ome": {"version": "0.5", **ome}})
+    return open_image(path, "0", channel=0 if channels else None)
+
+
+CHANNEL_COLOURS = ("00FF00", "FF00FF", "00FFFF", "FFFF00", "FF0000", "0000FF", "FFFFFF")
+"""``omero`` colours of channels 0, 1, ... (repeated beyond the last)."""
+WINDOW_SAMPLES = 1 << 22
+"""Most voxels per channel read to choose its contrast limits."""
+
+
+def channel_windows(level: zarr.Array) -> list[dict[str, float]]:
+    """``omero`` contrast limits per channel of a (c, z, y, x) level (the coarsest is
+    enough): ``start``/``end`` the 0.1 and 99.9 percentiles of its nonzero voxels (0 is
+    "no data") in a strided sample of at most :data:`WINDOW_SAMPLES` voxels; ``min``/``max``
+    the dtype's range (integers) or the sample's (floats)."""
+    stride = max(1, math.ceil((math.prod(level.shape[1:]) / WINDOW_SAMPLES) ** (1 / 3)))
+    windows = []
+    for channel in range(level.shape[0]):
+        sample = np.asarray(level[channel, ::stride, ::stride, ::stride]).ravel()
+        values = sample[sample != 0] if np.any(sample != 0) else sample
+        start, end = (float(v) for v in np.percentile(values, [0.1, 99.9]))
+        if np.issubdtype(level.dtype, np.integer):
+            low, high = float(np.iinfo(level.dtype).min), float(np.iinfo(level.dtype).max)
+        else:
+            low, high = float(values.min()), float(values.max())
+        windows.append({"min": low, "max": high, "start": start, "end": max(end, start)})
+    return windows
+
+
+def omero_metadata(labels: list[str], windows: list[dict[str, float]]) -> dict:
+    """The ``omero`` block: one channel per label, coloured in turn, with its window."""
+    return {
+        "channels": [
+            {"label": label, "color": CHANNEL_COLOURS[index % len(CHANNEL_COLOURS)],
+             "window": window, "active": True}
+            for index, (label, window) in enumerate(zip(labels, windows, strict=True))
+        ],
+        "rdefs": {"model": "color"},
+    }  # fmt: skip

@@ -5,9 +5,10 @@ import re
 import numpy as np
 from snakemake.exceptions import WorkflowError
 
-from bigstream_workflow.config import ConfigError, channel_entry, checked_config
+from bigstream_workflow.config import ConfigError, checked_config, moving_channels
+from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
-from bigstream_workflow.plan import stage_grids
+from bigstream_workflow.plan import pyramid_grid, pyramid_sources, stage_grids
 from bigstream_workflow.resources import (
     deform_mem_mb as deform_job_mem_mb,
     deform_runtime_min as deform_job_runtime_min,
@@ -16,6 +17,7 @@ from bigstream_workflow.resources import (
     local_tile_mem_mb as local_job_mem_mb,
     match_job_mem_mb,
     refine_mem_mb as refine_job_mem_mb,
+    pyramid_mem_mb as pyramid_job_mem_mb,
     resample_mem_mb as resample_job_mem_mb,
     runtime_min,
     settle_runtime_min as settle_job_runtime_min,
@@ -23,7 +25,13 @@ from bigstream_workflow.resources import (
 from bigstream_workflow.layout import RULES, benchmark_file, inverse_wanted
 from bigstream_workflow.provenance import source_digest
 from bigstream_workflow.summary import run_summary
-from bigstream_core.tiling import TILE_ID_PATTERN, neighbours, tile_batches
+from bigstream_core.tiling import (
+    TILE_ID_PATTERN,
+    batch_id,
+    block_chunks,
+    neighbours,
+    tile_batches,
+)
 
 try:
     IMAGES = checked_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -39,6 +47,14 @@ BATCHES = {
     for stage in ("deform", "resample")
     if stage in GRIDS
 }
+# the output's pyramid: level k's blocks, batched as the resample blocks are
+LEVELS = pyramid_shapes(IMAGES["fixed"]["highres"].shape)
+BATCHES |= {
+    pyramid_grid(level): tile_batches(
+        GRIDS[pyramid_grid(level)], config["resample"]["blocks_per_job"]
+    )
+    for level in range(1, len(LEVELS))
+}
 BATCH_OF = {
     stage: {tile.id: batch for batch, tiles in batches.items() for tile in tiles}
     for stage, batches in BATCHES.items()
@@ -47,14 +63,13 @@ OUT = config["output_dir"]
 CODE_VERSION = source_digest()
 
 
-CHANNELS = {channel["name"]: channel for channel in config["moving"].get("channels", [])}
-PRODUCTS = ["aligned"] + [f"aligned_{name}" for name in CHANNELS]
+CHANNELS = moving_channels(config)  # (label, image entry): the output's channels, in order
 
 
 wildcard_constraints:
     tile=TILE_ID_PATTERN,
     batch=TILE_ID_PATTERN,
-    aligned="|".join(re.escape(product) for product in PRODUCTS),
+    level=r"[1-9]\d*",
 
 
 SET = config.get("set") or {"name": None, "reuse": {}}
@@ -92,15 +107,6 @@ def plan_config():
 def image_config():
     """The part of the config that says where the images are."""
     return {role: config[role] for role in ("fixed", "moving")}
-
-
-def product_images(product):
-    """The images of one resampled product: the registration channel ("aligned") or another
-    channel of the moving round ("aligned_<channel>", same grid, its own container/dataset)."""
-    images = image_config()
-    if product != "aligned":
-        images["moving"] = channel_entry(config["moving"], CHANNELS[product[len("aligned_") :]])
-    return images
 
 
 def masked(role):
@@ -196,8 +202,51 @@ def resample_mem_mb(wildcards, attempt):
 
 
 def resample_runtime_min(wildcards, attempt):
-    """Minutes for a resampling job (generous: about 1 Mvoxel/s)."""
-    return runtime_min(sum(batch_voxels("resample", wildcards)), attempt)
+    """Minutes for a resampling job (generous: about 1 Mvoxel/s per channel)."""
+    return runtime_min(sum(batch_voxels("resample", wildcards)) * len(CHANNELS), attempt)
+
+
+def pyramid_inputs(wildcards):
+    """The records of the blocks of the level below that a pyramid job's blocks read."""
+    level = int(wildcards.level)
+    below = pyramid_grid(level - 1)
+    per_job = config["resample"]["blocks_per_job"]
+    batches = {
+        batch_id(index, per_job)
+        for tile in BATCHES[pyramid_grid(level)][wildcards.batch]
+        for index in pyramid_sources(tile, LEVELS[level - 1], config["resample"]["blocksize"])
+    }
+    return [pyramid_record(level - 1, batch) for batch in sorted(batches)]
+
+
+def pyramid_record(level, batch):
+    """The record a job of level ``level`` of the output's pyramid leaves (0: resampling)."""
+    if level == 0:
+        return written_here("aligned", "blocks", f"{batch}.json")
+    return written_here("aligned", "levels", str(level), f"{batch}.json")
+
+
+def pyramid_records():
+    """Every record of every level of the output's pyramid."""
+    return [
+        pyramid_record(level, batch)
+        for level in range(len(LEVELS))
+        for batch in BATCHES[pyramid_grid(level)]
+    ]
+
+
+def pyramid_mem_mb(wildcards, attempt):
+    """Memory of a pyramid job: one write unit of its level at a time (a shard, one resample
+    block, or a chunk)."""
+    blocksize = config["resample"]["blocksize"]
+    unit = blocksize if config["output"]["shard"] else block_chunks(blocksize)
+    return pyramid_job_mem_mb(int(np.prod(unit)), attempt)
+
+
+def pyramid_runtime_min(wildcards, attempt):
+    """Minutes for a pyramid job: it reads its blocks' voxels times the factors, per channel."""
+    blocks = BATCHES[pyramid_grid(int(wildcards.level))][wildcards.batch]
+    return runtime_min(8 * sum(tile.halo_voxels for tile in blocks) * len(CHANNELS), attempt)
 
 
 def deform_mem_mb(wildcards, attempt):
@@ -326,7 +375,7 @@ def final_results():
         targets.append(result("transform", "field.json"))
     if inverse_wanted(config):
         targets.append(result("transform", "inverse_field.json"))
-    targets += [result(product, "complete.json") for product in PRODUCTS]
+    targets.append(result("aligned", "complete.json"))
     targets += [result("points", name) for name in POINTS]
     if config.get("ground_truth"):
         targets.append(result("qc", "accuracy.json"))

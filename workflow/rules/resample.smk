@@ -1,24 +1,25 @@
-# Stage 6: the moving high-res image through the full transform, one job per batch of blocks,
-# into <output_dir>/aligned.ome.zarr (created once, filled block by block, finished once);
-# each other channel of the moving round (`moving.channels`) likewise into
-# <output_dir>/aligned_<channel>.ome.zarr. The wildcard {aligned} is "aligned" or
-# "aligned_<channel>": the product's store is {aligned}.ome.zarr, its records {aligned}/.
+# Stage 6: the moving high-res image through the full transform into
+# <output_dir>/aligned.ome.zarr (axes c, z, y, x: the registration channel, then
+# `moving.channels`): the store is created once with every pyramid level empty, level 0 is
+# filled by one job per batch of blocks, each level above by one job per batch of its
+# blocks (reading the blocks of the level below), and one last job writes the metadata.
 
 
 rule create_aligned_store:
     input:
         plan=result("plan", "images.json"),
     output:
-        written_here("{aligned}", "store.json"),
+        written_here("aligned", "store.json"),
     log:
-        written_here("logs", "create_aligned_store", "{aligned}.log"),
+        written_here("logs", "create_aligned_store.log"),
     localrule: True
     conda:
         "../envs/bigstream.yaml"
     params:
-        images=lambda wc: product_images(wc.aligned),
-        store=lambda wc: written_here(f"{wc.aligned}.ome.zarr"),
+        images=image_config(),
+        store=written_here("aligned.ome.zarr"),
         blocksize=config["resample"]["blocksize"],
+        output=config["output"],
         version=CODE_VERSION,
     script:
         "../scripts/create_aligned_store.py"
@@ -26,12 +27,12 @@ rule create_aligned_store:
 
 rule resample_block:
     input:
-        store=written_here("{aligned}", "store.json"),
+        store=written_here("aligned", "store.json"),
         transforms=final_transform_files(),
     output:
-        written_here("{aligned}", "blocks", "{batch}.json"),
+        written_here("aligned", "blocks", "{batch}.json"),
     log:
-        written_here("logs", "resample_block", "{aligned}", "{batch}.log"),
+        written_here("logs", "resample_block", "{batch}.log"),
     benchmark:
         benchmark_path("resample_block")
     conda:
@@ -41,7 +42,7 @@ rule resample_block:
         mem_mb=resample_mem_mb,
         runtime=resample_runtime_min,
     params:
-        images=lambda wc: product_images(wc.aligned),
+        images=image_config(),
         tiles=lambda wc: BATCHES["resample"][wc.batch],
         order=config["resample"]["order"],
         transform_step=config["resample"]["transform_step"],
@@ -50,29 +51,48 @@ rule resample_block:
         "../scripts/resample_block.py"
 
 
+rule downsample_aligned:
+    input:
+        store=written_here("aligned", "store.json"),
+        below=pyramid_inputs,
+    output:
+        written_here("aligned", "levels", "{level}", "{batch}.json"),
+    log:
+        written_here("logs", "downsample_aligned", "{level}", "{batch}.log"),
+    benchmark:
+        benchmark_path("downsample_aligned")
+    conda:
+        "../envs/bigstream.yaml"
+    threads: 1
+    resources:
+        mem_mb=pyramid_mem_mb,
+        runtime=pyramid_runtime_min,
+    params:
+        tiles=lambda wc: BATCHES[pyramid_grid(int(wc.level))][wc.batch],
+        version=CODE_VERSION,
+    script:
+        "../scripts/downsample_aligned.py"
+
+
 rule finalize_aligned:
     input:
-        store=written_here("{aligned}", "store.json"),
-        blocks=lambda wc: [
-            written_here(wc.aligned, "blocks", f"{b}.json") for b in BATCHES["resample"]
-        ],
+        store=written_here("aligned", "store.json"),
+        records=pyramid_records(),
     output:
-        written_here("{aligned}", "complete.json"),
+        written_here("aligned", "complete.json"),
     log:
-        written_here("logs", "finalize_aligned", "{aligned}.log"),
+        written_here("logs", "finalize_aligned.log"),
     benchmark:
         benchmark_path("finalize_aligned")
     conda:
         "../envs/bigstream.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=1000,
+        runtime=lambda wc, attempt: runtime_min(int(np.prod(LEVELS[-1])) * len(CHANNELS), attempt),
     params:
-        images=lambda wc: product_images(wc.aligned),
-        store=lambda wc: written_here(f"{wc.aligned}.ome.zarr"),
-        name=lambda wc: wc.aligned,
-        blocksize=config["resample"]["blocksize"],
+        images=image_config(),
+        labels=[label for label, _ in CHANNELS],
         version=CODE_VERSION,
     script:
         "../scripts/finalize_aligned.py"

@@ -1,4 +1,5 @@
-"""Rule `finalize_aligned`: pyramid, OME-Zarr metadata and provenance of aligned.ome.zarr."""
+"""Rule `finalize_aligned`: the OME-Zarr metadata (multiscales, omero channels with contrast
+limits from the data) and provenance of aligned.ome.zarr, once every level is filled."""
 
 import json
 
@@ -11,19 +12,23 @@ from bigstream_workflow.provenance import provenance
 log = configure(snakemake.log[0])
 images = open_config_images(snakemake.params.images)
 fixed = images["fixed"]["highres"]
+with open(snakemake.input.store, encoding="utf-8") as handle:
+    store = json.load(handle)
 blocks, transform = [], None
-for path in snakemake.input.blocks:  # one record per batch of blocks
+for path in snakemake.input.records:  # resample batches ("blocks"), then the pyramid's
     with open(path, encoding="utf-8") as handle:
         record = json.load(handle)
-    blocks += record["blocks"]
-    transform = record["transform"]
+    if "transform" in record:
+        blocks += record["blocks"]
+        transform = record["transform"]
 image = finish_ome_zarr(
-    snakemake.params.store, fixed.spacing, fixed.origin, snakemake.params.blocksize,
-    name=snakemake.params.name, attrs={"bigstream": {"transform": transform,
-                                         **provenance(snakemake.config, images)}},
+    store["store"], fixed.spacing, fixed.origin, name="aligned", labels=snakemake.params.labels,
+    attrs={"bigstream": {"transform": transform, **provenance(snakemake.config, images)}},
 )  # fmt: skip
 atomic.write_json(
     snakemake.output[0],
-    {"store": snakemake.params.store, "shape": list(image.shape), "blocks": blocks},
-)
-log.info("finished %s: %s blocks, shape %s", snakemake.params.store, len(blocks), image.shape)
+    {"store": store["store"], "shape": store["shape"], "channels": snakemake.params.labels,
+     "levels": store["levels"], "blocks": blocks},
+)  # fmt: skip
+log.info("finished %s: %s blocks, shape %s, channels %s", store["store"], len(blocks),
+         store["shape"], snakemake.params.labels)  # fmt: skip

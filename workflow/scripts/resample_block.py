@@ -1,16 +1,17 @@
 """Rule `resample_block`: a batch of output blocks, one after the other, each through the
-full transform into its chunks."""
+full transform into its chunks, every channel of the moving round."""
 
 import json
 
 from bigstream_core import atomic
 from bigstream_core.resample import resample_block
-from bigstream_workflow.config import open_config_images
+from bigstream_workflow.config import open_config_images, open_moving_channels
 from bigstream_workflow.logs import configure
 from bigstream_workflow.transform_files import from_inputs
 
 log = configure(snakemake.log[0])
-images = open_config_images(snakemake.params.images)
+fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
+channels = open_moving_channels(snakemake.params.images)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 transform, description = from_inputs(list(snakemake.input.transforms))
@@ -18,8 +19,8 @@ tiles = snakemake.params.tiles
 manifests = []
 for number, tile in enumerate(tiles, start=1):
     manifests.append(resample_block(
-        store["store"], images["moving"]["highres"], images["fixed"]["highres"], transform,
-        tile, snakemake.params.order, snakemake.params.transform_step,
+        store["store"], channels, fixed, transform, tile, snakemake.params.order,
+        snakemake.params.transform_step,
     ))  # fmt: skip
     log.info("block %d/%d %s: %s", number, len(tiles), tile.id, manifests[-1])
 atomic.write_json(
