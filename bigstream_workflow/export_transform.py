@@ -104,11 +104,13 @@ def target_format(target: str, chosen: str | None) -> str:
     """``itk`` or ``ngff``: ``chosen`` (checked against the target's name) or by the name."""
     name = target.rstrip("/")
     itk = name.endswith(ITK_SUFFIXES)
-    if chosen == "itk" and not itk or chosen is None and not itk and not name.endswith(".zarr"):
-        raise ExportError(
-            f"{target}: name an ITK file ({', '.join(ITK_SUFFIXES)}) or an OME-Zarr (.zarr)"
-        )
-    return chosen or ("itk" if itk else "ngff")
+    if itk and chosen in (None, "itk"):
+        return "itk"
+    if chosen == "ngff" or chosen is None and name.endswith(".zarr"):
+        return "ngff"
+    raise ExportError(
+        f"{target}: name an ITK file ({', '.join(ITK_SUFFIXES)}) or an OME-Zarr (.zarr)"
+    )
 
 
 def check_itk_size(grid: Grid, high: dict) -> None:
