@@ -71,7 +71,11 @@ def run_files(output_dir: str) -> dict[str, str]:
     found = [os.path.join(output_dir, name) for name in RUN_FILES]
     files = stage_files([path for path in found if os.path.exists(path)])
     if "global" not in files:
-        raise ExportError(f"{found[0]} not found: {output_dir} is not a finished run's results")
+        raise ExportError(
+            f"{found[0]} not found: {output_dir} is not a finished run's results (or it is a "
+            "set of a rounds/sweep run that reads its stages from an earlier set's folder, "
+            "which the export does not follow)"
+        )
     return files
 
 
