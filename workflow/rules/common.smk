@@ -206,6 +206,13 @@ def resample_runtime_min(wildcards, attempt):
     return runtime_min(sum(batch_voxels("resample", wildcards)) * len(CHANNELS), attempt)
 
 
+def lowres_view_runtime_min(wildcards, attempt):
+    """Minutes for a low-res inspection image: resampled through the affine stages (a
+    quarter of resampling's rate: the local affines' blend per voxel) and its pyramid, block
+    by block in one job, memory a few blocks' (dask's chunks, then the pyramid's units)."""
+    return runtime_min(4 * int(np.prod(IMAGES["fixed"]["lowres"].shape)), attempt)
+
+
 def pyramid_inputs(wildcards):
     """The records of the blocks of the level below that a pyramid job's blocks read."""
     level = int(wildcards.level)

@@ -124,7 +124,7 @@ rule apply_global_affine:
     threads: 2
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=lowres_view_runtime_min,
     params:
         images=image_config(),
         version=CODE_VERSION,

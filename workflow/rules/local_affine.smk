@@ -75,7 +75,7 @@ rule apply_local_affines_lowres:
     threads: 2
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=lowres_view_runtime_min,
     params:
         images=image_config(),
         version=CODE_VERSION,
