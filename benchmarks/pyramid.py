@@ -11,7 +11,7 @@ level 0 filled block by block with a smooth texture (the pyramid's cost does not
 the content but through compression; the texture compresses like tissue, not like noise).
 Then every block of every level is made by a separate process calling what the rule's
 script calls (``bigstream_core.io.downsample_level`` on the block), and its peak resident
-memory (``wait4``'s ``ru_maxrss``) and wall time recorded. A per-block job's memory must
+memory (its ``VmHWM``) and wall time recorded. A per-block job's memory must
 not grow with the image: the table's ``peak_mb_max`` per size is the claim to check.
 
 Prints the table and writes it to ``benchmarks/results/pyramid.tsv`` (with the machine's
@@ -21,7 +21,6 @@ date); the stores go to ``benchmarks/results/work/pyramid`` and are removed afte
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -39,8 +38,13 @@ from bigstream_core.tiling import block_chunks, tile_grid
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCKSIZE = (256, 256, 256)  # config/config.yaml's resample.blocksize
-JOB = "import sys; from bigstream_core.io import downsample_level; " \
-      "downsample_level(sys.argv[1], int(sys.argv[2]), eval(sys.argv[3]))"  # fmt: skip
+JOB = (
+    "import sys; from bigstream_core.io import downsample_level; "
+    "downsample_level(sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])); "
+    "print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))"
+)
+"""A pyramid job: what the rule's script calls, then the process's own peak resident memory
+(``VmHWM``: a forked child's ``ru_maxrss`` would count the parent's memory too)."""
 
 
 def texture(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -65,11 +69,9 @@ def fill_level0(path: Path, shape: tuple[int, int, int], channels: int) -> None:
 def run_job(path: Path, level: int, core) -> tuple[float, float]:
     """One pyramid block in its own process: (wall seconds, peak resident MB)."""
     start = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-c", JOB, str(path), str(level), repr(core)])
-    _, status, usage = os.wait4(process.pid, 0)
-    if status:
-        raise SystemExit(f"pyramid job {level} {core} failed with status {status}")
-    return time.monotonic() - start, usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", JOB, str(path), str(level), repr(core)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return time.monotonic() - start, int(done.stdout.split()[-2]) / 1024  # "VmHWM: N kB"
 
 
 def benchmark(size: str, channels: int, work: Path) -> list[dict]:

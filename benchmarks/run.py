@@ -17,8 +17,9 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
 - ``read``: reading the fixed high-res volume once, block by block (the I/O floor);
 - ``global_affine`` (key points, matching, RANSAC), ``global_refine`` (its intensity
   refinement; its row gives its time over ``global_affine``'s), ``local_affine``,
-  ``deform``, ``stitch_field``, ``invert_field`` (when asked for), ``resample`` (with the
-  final pyramid), ``lowres_outputs`` (the low-res images after the affine stages) and
+  ``deform``, ``stitch_field``, ``invert_field`` (when asked for), ``resample`` (level 0 of
+  the output), ``pyramid`` (its other levels, one job per block of each, and the
+  metadata), ``lowres_outputs`` (the low-res images after the affine stages) and
   ``qc_accuracy`` (TRE and NCC per stage, against the known transform): the
   workflow's stages through one real Snakemake run (``--cores 2``) with the
   default config but for the key point and matching parameters (the phantom's cells are
