@@ -80,13 +80,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; rename it to ``path`` on success.
 
     For outputs that are folders (a Zarr store): a killed job leaves only a
-    hidden ``.name.*.tmp`` folder, never a half-written store under the real name.
+    hidden ``.name.*.tmp`` folder, never a half-written store under the real name. The
+    folder gets the permissions of any new folder (0777 less the umask), not mkdtemp's 0700.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield temporary
+        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp's 0700 would hide it from the group
         if path.exists():
             shutil.rmtree(path)
         os.replace(temporary, path)
