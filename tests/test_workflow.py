@@ -27,7 +27,7 @@ from skimage.filters import threshold_otsu
 from bigstream_core.accuracy import grid_points, points_inside
 from bigstream_core.affine_field import read_field
 from bigstream_core.displacement import jacobian_determinant, open_field
-from bigstream_core.io import open_image
+from bigstream_core.io import ImageError, open_image
 from bigstream_core.phantom import GroundTruth
 from bigstream_core.resample import resample
 from bigstream_core.tiling import tile_grid
@@ -427,7 +427,17 @@ def test_lost_blocks_are_redone_alone_and_the_result_is_the_same(finished_run):
         for block in json.loads(manifest.read_text())["blocks"]:
             level[(slice(None), *(slice(*b) for b in block["core"]))] = 7
         manifest.unlink()
-    (results / "aligned" / "complete.json").unlink()
+    # the lost blocks redone, then a kill before the pyramid and the metadata: the store
+    # holds new level-0 blocks under the old pyramid, and must not look finished
+    redone = run_deployed(work, config, *(str(path) for path in lost))
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    attrs = zarr.open_group(results / "aligned.ome.zarr", mode="r").attrs.asdict()
+    assert "multiscales" not in attrs and "bigstream" in attrs
+    assert not (results / "aligned" / "complete.json").exists()
+    with pytest.raises(ImageError, match="without OME-Zarr `multiscales`"):
+        open_image(results / "aligned.ome.zarr")
+    for manifest in lost:  # the kill came while they ran: their records are gone
+        manifest.unlink()
     result = run_deployed(work, config)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr

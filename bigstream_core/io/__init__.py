@@ -23,6 +23,7 @@ from bigstream_core.io.write import (
     create_ome_zarr,
     downsample_level,
     finish_ome_zarr,
+    withdraw_ome_metadata,
     write_n5,
     write_ome_zarr,
     write_zarr,
@@ -44,5 +45,6 @@ __all__ = [
     "pyramid_shapes",
     "write_n5",
     "write_ome_zarr",
+    "withdraw_ome_metadata",
     "write_zarr",
 ]

@@ -223,6 +223,23 @@ def create_ome_zarr(
     return group
 
 
+OME_KEYS = ("multiscales", "omero", "ome")
+"""Group attributes that make a folder an OME-Zarr image (0.4: the first two; 0.5: ``ome``)."""
+
+
+def withdraw_ome_metadata(path: str | os.PathLike) -> bool:
+    """Remove the OME metadata (:data:`OME_KEYS`) of an OME-Zarr folder whose levels are
+    about to be rewritten, so no reader takes a half-rewritten store for a finished image;
+    :func:`finish_ome_zarr` writes it back. Other attributes (provenance) stay. Returns
+    whether there was any (each block job calls it: only the first one rewrites them)."""
+    group = zarr.open_group(os.fspath(path), mode="r+")
+    attrs = group.attrs.asdict()
+    if not any(key in attrs for key in OME_KEYS):
+        return False
+    group.attrs.put({key: value for key, value in attrs.items() if key not in OME_KEYS})
+    return True
+
+
 def downsample_level(path: str | os.PathLike, level: int, core=None) -> None:
     """Fill the z, y, x region `core` (whole write units; None: all) of level `level` of an
     OME-Zarr folder made by :func:`create_ome_zarr` from level `level` - 1."""

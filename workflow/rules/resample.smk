@@ -44,6 +44,7 @@ rule resample_block:
     params:
         images=image_config(),
         tiles=lambda wc: BATCHES["resample"][wc.batch],
+        complete=written_here("aligned", "complete.json"),
         order=config["resample"]["order"],
         transform_step=config["resample"]["transform_step"],
         version=CODE_VERSION,
@@ -69,6 +70,7 @@ rule downsample_aligned:
         runtime=pyramid_runtime_min,
     params:
         tiles=lambda wc: BATCHES[pyramid_grid(int(wc.level))][wc.batch],
+        complete=written_here("aligned", "complete.json"),
         version=CODE_VERSION,
     script:
         "../scripts/downsample_aligned.py"

@@ -1,0 +1,24 @@
+"""What says a store is finished, taken back before a job writes into it again.
+
+A store's blocks can be rewritten without the store being made anew (a lost block record,
+``--forcerun``, a changed parameter of one stage): until its closing rule runs again, a
+reader outside Snakemake (napari, another script) must not take the half-rewritten store
+for a finished one. So the first block job to write removes the markers, and only the
+closing rule writes them back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bigstream_core.io import withdraw_ome_metadata
+
+
+def reopen_aligned(store: str, record: str, log: logging.Logger) -> None:
+    """Before writing into ``aligned.ome.zarr`` (``store``): remove its OME metadata and its
+    completion record ``record`` (``aligned/complete.json``) if they are there;
+    ``finalize_aligned`` writes both back."""
+    if withdraw_ome_metadata(store):
+        log.info("%s: OME metadata withdrawn until finalize_aligned", store)
+    Path(record).unlink(missing_ok=True)
