@@ -2,6 +2,7 @@
 # `bigstream-workflow` package, in the environment that runs Snakemake and its jobs.
 try:
     from bigstream_workflow.config import load_yaml, merge_config
+    from bigstream_workflow.output_lock import locking_onstart
 except ModuleNotFoundError as error:
     from snakemake.exceptions import WorkflowError
 
