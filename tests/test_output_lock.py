@@ -58,7 +58,6 @@ def test_a_second_snakemake_on_the_same_output_dir_stops_within_seconds(tiny_pai
         start = time.monotonic()
         second = run_snakemake(work, config, snakefile=deploy(work))
         took = time.monotonic() - start
-        print(second.stderr[-3000:])
         assert second.returncode != 0 and took < 10, (took, second.stderr[-2000:])
         message = second.stdout + second.stderr
         assert "is in use by another run (host" in message and f"pid {owner.pid}" in message

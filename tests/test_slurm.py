@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bigstream_workflow.output_lock import LOCK_NAME
 from tests.conftest import (
     SNAKEMAKE_ENV,
     demo_config,
@@ -165,6 +166,7 @@ def test_a_killed_controller_resumes_without_redoing_finished_tiles(slurm_run):
     subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], timeout=30)
     assert not (results / "aligned" / "complete.json").exists()
     assert run_snakemake(work, config, "--unlock").returncode == 0
+    (results / LOCK_NAME).unlink()  # the dead controller's output_dir lock, its jobs cancelled
     result = run_snakemake(work, config, *targets, profile="slurm-ci", timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]

@@ -33,6 +33,7 @@ from bigstream_core.resample import resample
 from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
 from bigstream_workflow.export_transform import export, run_files
+from bigstream_workflow.output_lock import LOCK_NAME
 from bigstream_workflow.transform_files import load_transform
 from tests.conftest import (
     SNAKEMAKE_ENV,
@@ -502,7 +503,11 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
     assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"
     assert not (results / "aligned" / "complete.json").exists()
     unlock = run_snakemake(tmp_path, config, "--unlock", snakefile=deployed)
-    assert unlock.returncode == 0  # the killed run's lock
+    assert unlock.returncode == 0  # the killed run's Snakemake lock
+    # the output folder's lock outlives the killed run: the next run says so, clears nothing
+    stale = run_snakemake(tmp_path, config, *targets, snakefile=deployed)
+    assert stale.returncode != 0 and f"rm {results / LOCK_NAME}" in stale.stderr, stale.stderr
+    (results / LOCK_NAME).unlink()  # as the message says, its jobs being gone
     result = run_snakemake(tmp_path, config, *targets, snakefile=deployed)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
