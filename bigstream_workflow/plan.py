@@ -25,7 +25,8 @@ def stage_grids(
     - ``keypoints_fixed`` / ``keypoints_moving``: low-res key-point tiles of each
       image (:func:`bigstream_core.keypoints.keypoint_grid`);
     - ``local_affine``: low-res fixed tiles with ``local_affine.overlap``;
-    - ``deform``: high-res fixed blocks with ``deform.overlap``;
+    - ``deform``: high-res fixed blocks with ``deform.overlap``, halos starting at a
+      multiple of the finest level's shrink (every block's field on one lattice of nodes);
     - ``resample``: high-res fixed output blocks, no overlap.
     """
     ga = config["global_affine"]
@@ -35,17 +36,22 @@ def stage_grids(
         )
         for role in ("fixed", "moving")
     }
-    for stage, level in (("local_affine", "lowres"), ("deform", "highres")):
-        if config[stage]["enabled"]:
-            grids[stage] = overlapping_grid(config[stage], images["fixed"][level])
+    if config["local_affine"]["enabled"]:
+        grids["local_affine"] = overlapping_grid(config["local_affine"], images["fixed"]["lowres"])
+    if config["deform"]["enabled"]:
+        deform = config["deform"]
+        grids["deform"] = overlapping_grid(
+            deform, images["fixed"]["highres"], deform["shrink_factors"][-1]
+        )
     grids["resample"] = tile_grid(images["fixed"]["highres"].shape, config["resample"]["blocksize"])
     return grids
 
 
-def overlapping_grid(block: dict[str, Any], image: Image) -> list[Tile]:
-    """Tiles of ``block["blocksize"]`` voxels with ``block["overlap"]`` (fraction) on ``image``."""
+def overlapping_grid(block: dict[str, Any], image: Image, align: int = 1) -> list[Tile]:
+    """Tiles of ``block["blocksize"]`` voxels with ``block["overlap"]`` (fraction) on
+    ``image``, halos starting at a multiple of ``align`` (:func:`tiling.tile_grid`)."""
     overlap = overlap_voxels(block["blocksize"], block["overlap"])
-    return tile_grid(image.shape, block["blocksize"], overlap)
+    return tile_grid(image.shape, block["blocksize"], overlap, align)
 
 
 def write_plan(
