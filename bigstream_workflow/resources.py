@@ -56,11 +56,12 @@ def resample_mem_mb(block_voxels: int, attempt: int = 1) -> int:
 
 # Deform blocks (session 3, 2S pair): 847 MB for a 288 x 288 x 320 halo (26.5 M voxels),
 # 354 MB for a 160^3 one: the fixed block and the moving window in float32, one smoothed
-# copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions:
-# the region's field, each neighbour's part upsampled, the Jacobian slab by slab (and for
-# the inverse the forward field around the region): 1069 MB stitching a 256^3 region.
+# copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions, per
+# node of the stored field (every voxel then): the region's field, each neighbour's part
+# interpolated to its nodes, the Jacobian slab by slab (and for the inverse the forward
+# field around the region): 1069 MB stitching a 256^3 region at every voxel.
 DEFORM_BYTES_PER_VOXEL = 32
-FIELD_REGION_BYTES_PER_VOXEL = 64
+FIELD_REGION_BYTES_PER_NODE = 64
 
 
 def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
@@ -68,9 +69,10 @@ def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
     return int((BASELINE_MB + halo_voxels * DEFORM_BYTES_PER_VOXEL / 2**20) * attempt)
 
 
-def field_region_mem_mb(core_voxels: int, attempt: int = 1) -> int:
-    """MB for stitching or inverting one region of the displacement field."""
-    return int((BASELINE_MB + core_voxels * FIELD_REGION_BYTES_PER_VOXEL / 2**20) * attempt)
+def field_region_mem_mb(core_nodes: int, attempt: int = 1) -> int:
+    """MB for stitching or inverting one region of the displacement field, ``core_nodes``
+    nodes of the stored field (its voxels / ``deform.field_shrink``^3)."""
+    return int((BASELINE_MB + core_nodes * FIELD_REGION_BYTES_PER_NODE / 2**20) * attempt)
 
 
 # Affine refinement (whole low-res levels): each image's voxels as read, a float32 copy, its
