@@ -18,25 +18,30 @@ import pandas as pd
 
 from bigstream_core.tiling import batch_id, parse_tile_id
 from bigstream_workflow import resources
+from bigstream_workflow.config import field_shrink
 from bigstream_workflow.layout import benchmark_glob
 
 # rule -> [(its benchmark files' wildcards, grid table)], resource function, voxels it takes
-# (the files themselves: bigstream_workflow.layout.RULES)
+# ("nodes": the core's nodes of the stored field; the files: bigstream_workflow.layout.RULES)
 TILE_RULES = {
     "detect_keypoints": ([({"image": "fixed"}, "keypoints_fixed"),
                           ({"image": "moving"}, "keypoints_moving")],
                          resources.keypoint_job_mem_mb, "halo"),
     "fit_local_affine": ([({}, "local_affine")], resources.local_tile_mem_mb, "halo"),
     "deform_block": ([({}, "deform")], resources.deform_mem_mb, "halo"),
-    "stitch_field": ([({}, "deform")], resources.field_region_mem_mb, "core"),
-    "invert_field": ([({}, "deform")], resources.field_region_mem_mb, "core"),
+    "stitch_field": ([({}, "deform")], resources.field_region_mem_mb, "nodes"),
+    "invert_field": ([({}, "deform")], resources.field_region_mem_mb, "nodes"),
     "resample_block": ([({}, "resample")], resources.resample_mem_mb, "halo"),
 }  # fmt: skip
 
 
-def _voxels(grid: pd.DataFrame, which: str, per_job: tuple[int, int, int]) -> dict[str, int]:
-    """Voxels of the largest tile core or halo of each job (a batch of ``per_job`` tiles)."""
-    sizes = [grid[f"{which}_{axis}1"] - grid[f"{which}_{axis}0"] for axis in "zyx"]
+def _voxels(
+    grid: pd.DataFrame, which: str, per_job: tuple[int, int, int], step: int = 1
+) -> dict[str, int]:
+    """Voxels of the largest tile core or halo of each job (a batch of ``per_job`` tiles);
+    with ``step``, the core's nodes on every ``step``-th voxel (``tiling.node_tile``)."""
+    sizes = [-(-grid[f"{which}_{axis}1"] // step) + (grid[f"{which}_{axis}0"] // -step)
+             for axis in "zyx"]  # fmt: skip
     jobs = [batch_id(parse_tile_id(tile), per_job) for tile in grid["tile"]]
     return pd.Series((sizes[0] * sizes[1] * sizes[2]).tolist(), index=jobs).groupby(level=0).max()
 
@@ -50,7 +55,10 @@ def memory_table(results: Path) -> pd.DataFrame:
         for wildcards, grid in sources:
             per_job = config.get(grid, {}).get("blocks_per_job", (1, 1, 1))
             table = pd.read_csv(results / "plan" / f"grid_{grid}.tsv", sep="\t")
-            voxels = _voxels(table, which, per_job)
+            if which == "nodes":
+                voxels = _voxels(table, "core", per_job, field_shrink(config["deform"]))
+            else:
+                voxels = _voxels(table, which, per_job)
             for path in sorted((results / "benchmarks").glob(benchmark_glob(rule, **wildcards))):
                 declared.append(declare(int(voxels[path.stem])))
                 measured.append(pd.read_csv(path, sep="\t")["max_rss"].max())

@@ -36,6 +36,7 @@ import pandas as pd
 from bigstream_core.affine_field import LocalAffineField, field_from_grid, invert_local_field
 from bigstream_core.deform import DeformParams, register_tile
 from bigstream_core.displacement import (
+    INVERSE_CONVENTION,
     DisplacementField,
     create_store,
     invert_region,
@@ -380,7 +381,7 @@ def tiled_deformable_align(
     )
     params = DeformParams.from_config(dict(deform_kwargs or {}))
     overlap_vox = overlap_voxels(blocksize, overlap)
-    tiles = tile_grid(fixed.shape, blocksize, overlap_vox)
+    tiles = tile_grid(fixed.shape, blocksize, overlap_vox, params.shrink_factors[-1])
     by_id = {tile.id: tile for tile in tiles}
     if write_path is not None:
         chunks = block_chunks(blocksize)
@@ -450,35 +451,42 @@ def apply_position_field(
 
 
 def _displacement(field, spacing, origin) -> DisplacementField:
-    """``field`` (Z, Y, X, 3) µm as a :class:`DisplacementField` on the fixed grid.
+    """``field`` (Z, Y, X, 3) µm as a :class:`DisplacementField` on the fixed grid, or on its
+    nodes every ``shrink``-th voxel (the workflow's ``transform/field.zarr``).
 
     A path is opened with the grid stored beside it; a Zarr array that records its grid
-    (``spacing_um``, ``origin_um``) must agree with ``spacing``/``origin`` (z, y, x µm), or
-    ValueError says both; any other array is placed on ``spacing``/``origin``."""
+    (``spacing_um``, ``origin_um``, ``shrink``) must agree with ``spacing`` times its
+    ``shrink`` and ``origin`` (z, y, x µm), or ValueError says both; any other array is
+    placed on ``spacing``/``origin``."""
     if isinstance(field, (str, os.PathLike)):
         return open_field(field)
     attrs = getattr(field, "attrs", None)
     stored = attrs.asdict() if attrs is not None else {}
+    shrink = stored.get("shrink", 1)
+    spacing = [float(s) * shrink for s in spacing]
     for name, given, key in (("spacing", spacing, "spacing_um"), ("origin", origin, "origin_um")):
         if key in stored and not np.allclose(given, stored[key]):
             raise ValueError(
-                f"the field array records its grid {name} as {stored[key]} (µm, z y x) but "
-                f"{list(given)} was given: pass the field's own {name}, or its path"
+                f"the field array records its grid {name} as {stored[key]} (µm, z y x; nodes "
+                f"every {shrink} voxels) but {list(given)} was given: pass the field's own "
+                f"{name}, or its path"
             )
-    return DisplacementField(field, spacing, origin)
+    return DisplacementField(field, spacing, origin, shrink)
 
 
 def invert_displacement_field(
     field, fix_spacing, *, blocksize=(128, 128, 128), origin=(0.0, 0.0, 0.0), write_path=None
 ):
     """The inverse ``e`` of a displacement field ``d`` (Z, Y, X, 3) µm on a grid of
-    ``fix_spacing`` µm: ``y + e(y)`` undoes ``x + d(x)``, computed region by region
-    (``blocksize`` voxels) by fixed-point iteration. A numpy array, or with
-    ``write_path`` a Zarr written region by region (the Zarr array is returned)."""
+    ``fix_spacing`` µm (or its nodes, when ``field`` records a ``shrink``): ``y + e(y)``
+    undoes ``x + d(x)``, computed on ``d``'s grid region by region (``blocksize`` nodes) by
+    fixed-point iteration. A numpy array, or with ``write_path`` a Zarr written region by
+    region (the Zarr array is returned)."""
     displacement = _displacement(field, fix_spacing, origin)
     shape = tuple(int(n) for n in displacement.shape)
     if write_path is not None:
-        output = create_store(write_path, shape, fix_spacing, origin, blocksize)
+        output = create_store(write_path, shape, displacement.spacing, displacement.origin,
+                              blocksize, INVERSE_CONVENTION, displacement.shrink)  # fmt: skip
     else:
         output = np.zeros((*shape, 3), dtype=np.float32)
     for tile in tile_grid(shape, blocksize):
@@ -508,8 +516,9 @@ def transform_points(
     ``to_moving=True``: fixed -> moving, ``G(L(x + d(x)))``; ``False``: moving ->
     fixed, ``x = y' + e(y')`` with ``y' = L^-1(G^-1(y))``, which needs
     ``inverse_field`` (:func:`invert_displacement_field`) when a ``field`` was
-    used. Both fields live on the fixed grid (``fix_spacing``, ``origin``);
-    ``local_*`` as in :func:`affine_stages`, the factor relative to that grid.
+    used. Both fields live on the fixed grid (``fix_spacing``, ``origin``), or on
+    its nodes every ``shrink``-th voxel when a stored field records one;
+    ``local_*`` as in :func:`affine_stages`, the factor relative to the fixed grid.
 
     Example (cells found in the fixed image, (N, 3) µm z y x, into the moving image
     and back)::

@@ -17,7 +17,7 @@ The method (written here with scipy.ndimage, no registration library):
   at full resolution: the moving image is smoothed in its own voxels (coarser
   levels from the finer one's smoothed window, subsampled) and sampled through
   ``G(L(x))`` at each level's grid points only (:func:`tile_levels`), and its
-  field is returned on the finest level's grid (the stitching interpolates it);
+  field is returned on the finest level's grid (the stitching blends at its nodes);
 - per iteration: warp ``M`` by the field (trilinear), compute the local
   normalised cross-correlation in a ``(2 cc_radius + 1)^3`` window and its
   gradient with respect to the displacement (Avants et al. 2008; through the
@@ -356,8 +356,9 @@ def register_tile(
     """The displacement field of one block of the fixed high-res grid, on the block's
     finest level grid: (z', y', x', 3) float32 µm, node ``j`` at voxel ``j * shrink``
     of ``tile``'s halo (``shrink`` = ``params.shrink_factors[-1]``, recorded in the
-    report as ``field_shrink``; :func:`~bigstream_core.interpolation.upsample_box`
-    gives any part at full resolution).
+    report as ``field_shrink``; a halo starting on a multiple of it puts the nodes on
+    every ``shrink``-th voxel of the image, as the deform grid's do;
+    :func:`~bigstream_core.interpolation.upsample_box` gives any part at full resolution).
 
     Works on the levels of :func:`tile_levels` (the full-res moving block is
     never formed); a block whose finest level has no unmasked voxel gets a

@@ -1,17 +1,29 @@
 """The deformation's displacement field on the fixed high-res grid, and its inverse.
 
-A displacement field ``d`` is an array (Z, Y, X, 3) float32: at fixed voxel
-``(i, j, k)`` (position ``origin + index * spacing``, µm, z y x) the
-displacement in µm, components z, y, x. It acts before the affine stages:
-``T(x) = G(L(x + d(x)))``. Its inverse ``e`` is stored the same way, with
-``y + e(y)`` undoing ``x + d(x)``.
+A displacement field ``d`` is stored on the nodes of the fixed high-res grid
+taken every ``shrink``-th voxel from voxel 0: node ``k`` (z, y, x) sits at
+fixed voxel ``k * shrink``, position ``origin + k * shrink * spacing`` (µm);
+``ceil(n / shrink)`` nodes along an axis of ``n`` voxels, the array (Z', Y',
+X', 3) float32 with the displacement in µm, components z, y, x. Its
+attributes record the node grid: ``spacing_um`` (the fixed spacing times
+``shrink``), ``origin_um`` (the fixed origin) and ``shrink``. Between nodes
+(and at every fixed voxel) a reader interpolates trilinearly; beyond the last
+node it takes the edge value. ``shrink`` is the deform stage's finest level's
+by default (``deform.field_shrink``), the resolution the field has; 1 stores
+every voxel. It acts before the affine stages: ``T(x) = G(L(x + d(x)))``. Its
+inverse ``e`` is stored the same way, on the same nodes, with ``y + e(y)``
+undoing ``x + d(x)``.
 
 The per-block fields of the deform jobs are stitched into one Zarr
 (``transform/field.zarr``) region by region: a region is one block's core, and
 the fields of the blocks whose overlap reaches it are blended with the smooth
 partition of unity of :mod:`bigstream_core.blending` (weights fall to 0 at
-each block's edge), so the stitched field has no seams. Each region is whole
-chunks of the store, written by one job.
+each block's edge), so the stitched field has no seams. Blocks are blended at
+their fields' own nodes (every finest-level-shrink-th voxel of the image, where
+every block's halo starts), and the blend is linear in between like each
+block's field: stored at that shrink it loses nothing, and stored at shrink 1
+it is the same function at every voxel. Each region is whole chunks of the
+store, written by one job.
 """
 
 from __future__ import annotations
@@ -27,12 +39,17 @@ import numpy as np
 import zarr
 
 from bigstream_core.blending import axis_weights
-from bigstream_core.interpolation import linear_at, upsample_box
+from bigstream_core.interpolation import linear_at, resize_field, upsample_box
 from bigstream_core.resample import SLAB_POINTS, voxel_centres
-from bigstream_core.tiling import Tile
+from bigstream_core.tiling import Tile, node_tile
 
-CONVENTION = "T(x) = G(L(x + d(x))); d in um, components z y x, on the fixed high-res grid"
-INVERSE_CONVENTION = "x = y + e(y) undoes x -> x + d(x); e in um, components z y x"
+CONVENTION = (
+    "T(x) = G(L(x + d(x))); d in um, components z y x, on every shrink-th voxel of the fixed "
+    "high-res grid (node k at voxel k * shrink), interpolated linearly in between"
+)
+INVERSE_CONVENTION = (
+    "x = y + e(y) undoes x -> x + d(x); e in um, components z y x, on the nodes of d"
+)
 READ_LIMIT_VOXELS = 2**24
 """A point query reads the field's bounding box of the points up to this many voxels;
 beyond it, one bounding box per chunk that holds points (memory stays bounded)."""
@@ -48,18 +65,20 @@ class DisplacementField:
     """``x -> x + d(x)``, with ``d`` interpolated (trilinear) from a stored field.
 
     ``array``: (Z, Y, X, 3) numpy or Zarr array, µm; ``spacing``/``origin``:
-    its grid, z y x µm. Points beyond the grid take the nearest edge value.
+    its grid, z y x µm; ``shrink``: fixed voxels between its nodes, as recorded
+    (not used to interpolate). Points beyond the grid take the nearest edge value.
     Only the part of the array around the queried points is read, extended
     along z to whole chunks and kept for the next query that falls inside it:
     a block's slabs, queried one after the other, decode each chunk once.
     """
 
-    def __init__(self, array, spacing, origin=(0.0, 0.0, 0.0)):
+    def __init__(self, array, spacing, origin=(0.0, 0.0, 0.0), shrink: int = 1):
         if array.ndim != 4 or array.shape[-1] != 3:
             raise ValueError(f"displacement field of shape {array.shape}: expected (Z, Y, X, 3)")
         self.array = array
         self.spacing = np.asarray(spacing, dtype=float)
         self.origin = np.asarray(origin, dtype=float)
+        self.shrink = int(shrink)
         self.shape = np.asarray(array.shape[:3])
         chunks = getattr(array, "chunks", array.shape)
         self.chunks = np.asarray(chunks[:3])
@@ -120,9 +139,20 @@ class DisplacementField:
         return points + self.displacement(points)
 
 
-def create_store(path, shape, spacing, origin, chunks, convention: str = CONVENTION):
+def node_grid(shape, spacing, shrink: int) -> tuple[tuple[int, ...], list[float]]:
+    """The stored field's nodes on a fixed grid of ``shape`` voxels and ``spacing`` µm (z y x):
+    a node every ``shrink``-th voxel from voxel 0, so ``ceil(n / shrink)`` per axis, spaced
+    ``shrink * spacing`` µm (the origin is the fixed grid's)."""
+    return tuple(-(-int(n) // shrink) for n in shape), [float(s) * shrink for s in spacing]
+
+
+def create_store(
+    path, shape, spacing, origin, chunks, convention: str = CONVENTION, shrink: int = 1
+):
     """Create (replace) an empty field Zarr (v2) of ``shape + (3,)`` float32, chunked
-    ``chunks + (3,)``, with its grid in the attributes. Returns the array."""
+    ``chunks + (3,)``, with its grid in the attributes: ``shape`` nodes (z y x) spaced
+    ``spacing`` µm from ``origin``, on every ``shrink``-th voxel of the fixed grid
+    (:func:`node_grid`; 1: every voxel). Returns the array."""
     array = zarr.create_array(
         os.fspath(path),
         shape=(*shape, 3),
@@ -140,6 +170,7 @@ def create_store(path, shape, spacing, origin, chunks, convention: str = CONVENT
             "unit": "micrometer",
             "spacing_um": [float(s) for s in spacing],
             "origin_um": [float(o) for o in origin],
+            "shrink": int(shrink),
             "complete": False,
         }
     )
@@ -152,7 +183,7 @@ def open_field(path) -> DisplacementField:
     attrs = array.attrs.asdict()
     if not attrs.get("complete"):
         raise ValueError(f"{path}: the field is not complete (a job that writes it did not finish)")
-    return DisplacementField(array, attrs["spacing_um"], attrs["origin_um"])
+    return DisplacementField(array, attrs["spacing_um"], attrs["origin_um"], attrs.get("shrink", 1))
 
 
 def stitch_region(
@@ -163,23 +194,47 @@ def stitch_region(
     overlap: tuple[int, int, int],
     read_block: Callable[[Tile], np.ndarray],
     shrink: int = 1,
+    step: int = 1,
 ) -> np.ndarray:
-    """The blended field (core shape + (3,)) over ``tile``'s core.
+    """The blended field over ``tile``'s core at the stored grid's nodes in it (every
+    ``step``-th voxel from voxel 0: ``node_tile(tile, step)``'s core shape + (3,)).
 
     The deform grid covers ``shape`` voxels with ``blocksize`` cores and
     ``overlap`` voxels per side; ``neighbours`` are ``tile`` and the blocks
     around it; ``read_block(t)`` gives block ``t``'s field over its halo on
     every ``shrink``-th voxel (as :func:`~bigstream_core.deform.register_tile`
     returns it; a memory map is best: only the nodes around the region are
-    read), interpolated here to full resolution. Only the blocks whose weight
-    reaches the region are read.
+    read). The blocks are blended at the nodes of the blocks' fields, every
+    ``shrink``-th voxel of the image (the deform grid's halos start on them,
+    ``tile_grid(..., align=shrink)``; :func:`_blend_at_nodes`), and the blend is
+    interpolated linearly (edge values held) to the stored nodes: with ``step``
+    = ``shrink`` it is stored as it is. The stitched field is then linear between
+    those nodes, like each block's field, whatever ``step`` stores it: where one
+    block's weight is 1 it is that block's own field.
     """
+    positions = [np.arange(a, b) * step for a, b in node_tile(tile, step).core]  # voxels
+    lattice = [
+        np.arange(p[0] // shrink, min(-(-p[-1] // shrink) + 1, -(-n // shrink))) * shrink
+        for p, n in zip(positions, shape, strict=True)
+    ]
+    blend = _blend_at_nodes(
+        tile, neighbours, shape, blocksize, overlap, read_block, shrink, lattice
+    )
+    start = [int(p[0] - nodes[0]) for p, nodes in zip(positions, lattice, strict=True)]
+    return resize_field(blend, tuple(len(p) for p in positions), float(shrink), start, step)
+
+
+def _blend_at_nodes(tile, neighbours, shape, blocksize, overlap, read_block, shrink, lattice):
+    """The blocks' fields blended at the voxels ``lattice`` (one increasing array per axis,
+    z y x, near ``tile``'s core), arguments as :func:`stitch_region`'s: the sum over the
+    blocks whose weight reaches them of the weight times the block's field there (read
+    from the block's nodes around them only), (len z, len y, len x, 3) float32 µm."""
     by_index = {neighbour.index: neighbour for neighbour in neighbours}
     axes = []
     for a in range(3):
         edges = np.arange(1, math.ceil(shape[a] / blocksize[a])) * blocksize[a] - 0.5
-        axes.append(axis_weights(edges, overlap[a], np.arange(*tile.core[a], dtype=float)))
-    result = np.zeros((*(stop - start for start, stop in tile.core), 3), dtype=np.float32)
+        axes.append(axis_weights(edges, overlap[a], lattice[a].astype(float)))
+    result = np.zeros((*(len(nodes) for nodes in lattice), 3), dtype=np.float32)
     for local in itertools.product(*(range(w.shape[1]) for _, w in axes)):
         index = tuple(first + k for (first, _), k in zip(axes, local, strict=True))
         columns = [weights[:, k] for (_, weights), k in zip(axes, local, strict=True)]
@@ -190,18 +245,18 @@ def stitch_region(
         neighbour = by_index[index]
         source = []
         for axis, (a, b) in enumerate(box):
-            start = tile.core[axis][0] + a - neighbour.halo[axis][0]
-            stop = tile.core[axis][0] + b - neighbour.halo[axis][0]
+            start = int(lattice[axis][a]) - neighbour.halo[axis][0]
+            stop = int(lattice[axis][b - 1]) + 1 - neighbour.halo[axis][0]
             if start < 0 or stop > neighbour.halo[axis][1] - neighbour.halo[axis][0]:
                 raise ValueError(
                     f"block {neighbour.id}'s field does not cover its blend band in {tile.id}"
                 )
-            source.append(slice(start, stop))
+            source.append((start, stop))
         weight = np.einsum(
             "i,j,k->ijk", *(column[a:b] for column, (a, b) in zip(columns, box, strict=True))
         ).astype(np.float32)
         target = tuple(slice(a, b) for a, b in box)
-        part = upsample_box(read_block(neighbour), [(s.start, s.stop) for s in source], shrink)
+        part = upsample_box(read_block(neighbour), source, shrink, shrink)
         result[target] += weight[..., None] * part
     return result
 
@@ -246,10 +301,11 @@ def largest_um(field: np.ndarray) -> float:
 
 
 def write_region(array, tile: Tile, data: np.ndarray) -> dict:
-    """Write ``data`` over ``tile``'s core of a field store; it must be whole chunks.
-    Returns a manifest: region, SHA-256 of the data, largest displacement (µm), the
-    smallest Jacobian determinant of ``x + data(x)`` in the region and how many
-    voxels fold (determinant <= 0)."""
+    """Write ``data`` over ``tile``'s core of a field store; ``tile`` counts the store's
+    nodes (:func:`~bigstream_core.tiling.node_tile` of a block), its core must be whole
+    chunks. Returns a manifest: region (nodes), SHA-256 of the data, largest displacement
+    (µm), the smallest Jacobian determinant of ``x + data(x)`` on the region's nodes and
+    how many of them fold (determinant <= 0; ``folded_voxels``, nodes of the store)."""
     for axis, (start, stop) in enumerate(tile.core):
         chunk = array.chunks[axis]
         if start % chunk or (stop % chunk and stop != array.shape[axis]):
@@ -274,10 +330,11 @@ def invert_region(
     tolerance_um: float = 1e-3,
     max_iterations: int = 200,
 ) -> tuple[np.ndarray, dict]:
-    """The inverse field ``e`` over ``tile``'s core: ``e(y) = -d(y + e(y))``, iterated.
+    """The inverse field ``e`` over ``tile``'s core: ``e(y) = -d(y + e(y))``, iterated, at
+    the forward field's nodes (``tile`` counts them: :func:`~bigstream_core.tiling.node_tile`).
 
     Reads the forward field around the core once (margin: the largest
-    displacement in the core plus 2 voxels), then inverts ``SLAB_POINTS`` points
+    displacement in the core plus 2 nodes), then inverts ``SLAB_POINTS`` points
     at a time. Returns ``e`` (core shape + (3,), float32) and a report:
     iterations, largest residual ``|e(y) + d(y + e(y))|`` in µm (how far the
     forward map lands from ``y`` after the inverse), and the inverse-consistency
@@ -311,10 +368,11 @@ def invert_region(
 
 def round_trip_error(forward: np.ndarray, inverse: DisplacementField) -> dict:
     """The inverse-consistency error ``|d(x) + e(x + d(x))|`` (µm): how far the inverse
-    field, interpolated as every reader interpolates it, brings each voxel ``x`` of a region
-    back from ``x + d(x)``. ``forward``: ``d`` over the region's voxels (Z, Y, X, 3) µm, on
-    the grid of ``inverse`` (the region's ``e``); voxels whose ``x + d(x)`` leaves the region
-    are not counted. Returns its mean and largest value, and the voxels counted."""
+    field, interpolated as every reader interpolates it, brings each node ``x`` of a region
+    back from ``x + d(x)``. ``forward``: ``d`` over the region's nodes (Z, Y, X, 3) µm, on
+    the grid of ``inverse`` (the region's ``e``); nodes whose ``x + d(x)`` leaves the region
+    are not counted. Returns its mean and largest value, and the nodes counted
+    (``round_trip_voxels``: voxels of the stored grid)."""
     shape = np.asarray(forward.shape[:3])
     planes = max(1, SLAB_POINTS // max(int(shape[1] * shape[2]), 1))
     total, largest, counted = 0.0, 0.0, 0

@@ -1,8 +1,9 @@
 """Linear interpolation: values at points (:func:`linear_at`, with the exact gradient
 :func:`linear_with_gradient`), and fields known on a coarse grid interpolated onto a finer one.
 
-``upsample_box`` reads only the coarse nodes a box of the fine grid needs, so
-a memory-mapped coarse field is never read whole.
+``upsample_box`` reads only the coarse nodes a box of the fine grid needs (at
+each of its voxels, or at every ``step``-th, e.g. the nodes of another coarse
+grid), so a memory-mapped coarse field is never read whole.
 
 A field here is an array (z, y, x, c) of values per voxel (µm for
 displacements and positions); the coarse grid's voxel ``j`` sits at fine voxel
@@ -27,15 +28,18 @@ def linear_at(data: np.ndarray, voxels, *, outside: str = "nearest", output=None
 
 
 def resize_field(
-    field: np.ndarray, shape: tuple[int, int, int], factor: float, start=(0, 0, 0)
+    field: np.ndarray, shape: tuple[int, int, int], factor: float, start=(0, 0, 0), step: int = 1
 ) -> np.ndarray:
     """A field (z, y, x, c) on a grid with ``factor`` times the voxel size of ``shape``'s grid,
     interpolated (linear along each axis in turn, edge values held) onto ``shape``: voxel
-    ``i`` of the result sits at ``(start + i) / factor`` of the input. Values are unchanged
-    (µm stay µm); float32."""
+    ``i`` of the result sits at ``(start + i * step) / factor`` of the input (``step``: the
+    result takes every ``step``-th voxel of the finer grid). Values are unchanged (µm stay
+    µm); float32."""
     result = np.asarray(field, dtype=np.float32)
     for axis, size in enumerate(shape):
-        position = np.clip((start[axis] + np.arange(size)) / factor, 0, result.shape[axis] - 1)
+        position = np.clip(
+            (start[axis] + step * np.arange(size)) / factor, 0, result.shape[axis] - 1
+        )
         low = np.minimum(np.floor(position).astype(int), result.shape[axis] - 2).clip(0)
         high = np.minimum(low + 1, result.shape[axis] - 1)
         weight = (position - low).astype(np.float32)
@@ -49,18 +53,21 @@ def resize_field(
     return result
 
 
-def upsample_box(coarse, box, factor: int) -> np.ndarray:
+def upsample_box(coarse, box, factor: int, step: int = 1) -> np.ndarray:
     """The part ``box`` (fine voxels ``[(start, stop)] * 3``) of a field given on every
-    ``factor``-th fine voxel from voxel 0 (``coarse``, (z, y, x, c), e.g. a memory map):
-    reads the nodes around the box only and interpolates them (:func:`resize_field`)."""
+    ``factor``-th fine voxel from voxel 0 (``coarse``, (z, y, x, c), e.g. a memory map), at
+    every ``step``-th fine voxel of the box from its start (``ceil((stop - start) / step)``
+    per axis): reads the nodes around those voxels only and interpolates them
+    (:func:`resize_field`)."""
+    shape = tuple(-(-(stop - start) // step) for start, stop in box)
     first = [start // factor for start, _ in box]
     last = [
-        min((stop - 1) // factor + 2, n) for (_, stop), n in zip(box, coarse.shape, strict=False)
+        min((start + (size - 1) * step) // factor + 2, n)
+        for (start, _), size, n in zip(box, shape, coarse.shape, strict=False)
     ]
     nodes = np.asarray(coarse[tuple(slice(a, b) for a, b in zip(first, last, strict=True))])
-    shape = tuple(stop - start for start, stop in box)
     offset = [start - node * factor for (start, _), node in zip(box, first, strict=True)]
-    return resize_field(nodes, shape, float(factor), offset)
+    return resize_field(nodes, shape, float(factor), offset, step)
 
 
 def linear_with_gradient(data: np.ndarray, voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

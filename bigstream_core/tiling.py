@@ -53,6 +53,17 @@ class Tile:
         return tuple(slice(start, stop) for start, stop in box)
 
 
+def node_tile(tile: Tile, step: int) -> Tile:
+    """``tile`` counted in the nodes of a grid on every ``step``-th voxel (node ``k`` at voxel
+    ``k * step``, z y x): its core and halo hold the nodes that lie in them, a voxel range
+    ``[start, stop)`` becoming ``[ceil(start / step), ceil(stop / step))``. Step 1: the tile."""
+
+    def nodes(box: Box) -> Box:
+        return tuple((-(-start // step), -(-stop // step)) for start, stop in box)
+
+    return Tile(index=tile.index, core=nodes(tile.core), halo=nodes(tile.halo))
+
+
 def parse_tile_id(tile_id: str) -> tuple[int, int, int]:
     """Grid index (z, y, x) of a tile id such as ``z0_y2_x11``."""
     match = _TILE_ID.fullmatch(tile_id)
@@ -70,12 +81,16 @@ def tile_grid(
     shape: tuple[int, int, int],
     blocksize: tuple[int, int, int],
     overlap: tuple[int, int, int] = (0, 0, 0),
+    align: int = 1,
 ) -> list[Tile]:
     """Cut an image of ``shape`` voxels into tiles of ``blocksize`` voxels.
 
     Cores start at multiples of ``blocksize`` (the last one along an axis may be
-    smaller); halos add ``overlap`` voxels on each side, clipped to the image.
-    All arguments are z, y, x. Tiles are returned in C order of their index.
+    smaller); halos add ``overlap`` voxels on each side, clipped to the image,
+    and start at a multiple of ``align`` (rounded down: the deform grid aligns
+    them to its finest level, so every block's field has its nodes on every
+    ``align``-th voxel of the image). All arguments are z, y, x. Tiles are
+    returned in C order of their index.
     """
     if any(size <= 0 for size in shape):
         raise ValueError(f"image shape {tuple(shape)} has an empty axis")
@@ -88,7 +103,7 @@ def tile_grid(
             (i * b, min((i + 1) * b, n)) for i, b, n in zip(index, blocksize, shape, strict=True)
         )
         halo = tuple(
-            (max(start - o, 0), min(stop + o, n))
+            (max(start - o, 0) // align * align, min(stop + o, n))
             for (start, stop), o, n in zip(core, overlap, shape, strict=True)
         )
         tiles.append(Tile(index=tuple(index), core=core, halo=halo))

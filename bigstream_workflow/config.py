@@ -145,6 +145,8 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
             "`deform.cc_radius` when a list) give one value per resolution level and must "
             f"have the same length; got {lengths}"
         )
+    if deform["enabled"]:
+        problems += _field_shrink_problems(deform)
     if config["fixed"].get("channels"):
         problems.append(
             "`fixed.channels` lists other channels of the fixed image; only the moving image's "
@@ -162,6 +164,29 @@ def _cross_field_problems(config: dict[str, Any]) -> list[str]:
             "<output_dir>/points/<file name>_in_<space>, so file names must differ"
         )
     return problems
+
+
+def field_shrink(deform: dict[str, Any]) -> int:
+    """High-res voxels between the stored displacement field's nodes (per axis):
+    ``deform.field_shrink``, or where it is null the deform's finest level's shrink."""
+    step = deform.get("field_shrink")
+    return deform["shrink_factors"][-1] if step is None else step
+
+
+def _field_shrink_problems(deform: dict[str, Any]) -> list[str]:
+    """A line unless the field's node step divides every deform block size (each block's
+    core, a region of the stored field, must hold whole nodes and whole chunks)."""
+    step = field_shrink(deform)
+    if all(size % step == 0 for size in deform["blocksize"]):
+        return []
+    value = deform.get("field_shrink")
+    found = f"{value}" if value is not None else f"null (the finest level's shrink, {step})"
+    return [
+        f"`deform.field_shrink` = {found} does not divide every `deform.blocksize` entry "
+        f"{list(deform['blocksize'])}: expected a divisor of each (the stored field has a node "
+        f"every {step} voxels and each block's core must hold whole nodes), e.g. 1 for the "
+        "full-res grid, or block sizes that are multiples of it"
+    ]
 
 
 def validate_config(config: dict[str, Any], schema: dict[str, Any]) -> None:

@@ -27,7 +27,8 @@ def stage_grids(
     - ``keypoints_fixed`` / ``keypoints_moving``: low-res key-point tiles of each
       image (:func:`bigstream_core.keypoints.keypoint_grid`);
     - ``local_affine``: low-res fixed tiles with ``local_affine.overlap``;
-    - ``deform``: high-res fixed blocks with ``deform.overlap``;
+    - ``deform``: high-res fixed blocks with ``deform.overlap``, halos starting at a
+      multiple of the finest level's shrink (every block's field on one lattice of nodes);
     - ``resample``: high-res fixed output blocks, no overlap;
     - ``pyramid_<k>``: blocks of level k >= 1 of the output's pyramid (``resample.blocksize``
       voxels of that level), each made from level k - 1 (:func:`pyramid_sources`).
@@ -39,9 +40,13 @@ def stage_grids(
         )
         for role in ("fixed", "moving")
     }
-    for stage, level in (("local_affine", "lowres"), ("deform", "highres")):
-        if config[stage]["enabled"]:
-            grids[stage] = overlapping_grid(config[stage], images["fixed"][level])
+    if config["local_affine"]["enabled"]:
+        grids["local_affine"] = overlapping_grid(config["local_affine"], images["fixed"]["lowres"])
+    if config["deform"]["enabled"]:
+        deform = config["deform"]
+        grids["deform"] = overlapping_grid(
+            deform, images["fixed"]["highres"], deform["shrink_factors"][-1]
+        )
     blocksize = config["resample"]["blocksize"]
     levels = pyramid_shapes(images["fixed"]["highres"].shape)
     grids["resample"] = tile_grid(levels[0], blocksize)
@@ -68,10 +73,11 @@ def pyramid_sources(tile: Tile, below: tuple[int, int, int], blocksize) -> list[
     return list(itertools.product(*ranges))
 
 
-def overlapping_grid(block: dict[str, Any], image: Image) -> list[Tile]:
-    """Tiles of ``block["blocksize"]`` voxels with ``block["overlap"]`` (fraction) on ``image``."""
+def overlapping_grid(block: dict[str, Any], image: Image, align: int = 1) -> list[Tile]:
+    """Tiles of ``block["blocksize"]`` voxels with ``block["overlap"]`` (fraction) on
+    ``image``, halos starting at a multiple of ``align`` (:func:`tiling.tile_grid`)."""
     overlap = overlap_voxels(block["blocksize"], block["overlap"])
-    return tile_grid(image.shape, block["blocksize"], overlap)
+    return tile_grid(image.shape, block["blocksize"], overlap, align)
 
 
 def write_plan(

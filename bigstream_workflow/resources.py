@@ -67,11 +67,16 @@ def pyramid_mem_mb(unit_voxels: int, attempt: int = 1) -> int:
 
 # Deform blocks (session 3, 2S pair): 847 MB for a 288 x 288 x 320 halo (26.5 M voxels),
 # 354 MB for a 160^3 one: the fixed block and the moving window in float32, one smoothed
-# copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions:
-# the region's field, each neighbour's part upsampled, the Jacobian slab by slab (and for
-# the inverse the forward field around the region): 1069 MB stitching a 256^3 region.
+# copy, and ~25 float32 arrays at the finest level (1/8 of the voxels). Field regions, per
+# node of the stored field (every voxel then): the region's field, each neighbour's part
+# at its nodes, the Jacobian slab by slab (and for the inverse the forward field around the
+# region): 1069 MB stitching a 256^3 region at every voxel; plus, for the inverse, the
+# working arrays of one slab of ``displacement.SLAB_POINTS`` points, whatever the region's
+# size. Measured on a 256^3 region of a smooth synthetic field (2026-12-03): stitching 220 MB
+# on every 2nd voxel (128^3 nodes), 788 MB at every voxel; inverting 533 MB and 1232 MB.
 DEFORM_BYTES_PER_VOXEL = 32
-FIELD_REGION_BYTES_PER_VOXEL = 64
+FIELD_REGION_BYTES_PER_NODE = 64
+INVERT_SLAB_MB = 300
 
 
 def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
@@ -79,9 +84,11 @@ def deform_mem_mb(halo_voxels: int, attempt: int = 1) -> int:
     return int((BASELINE_MB + halo_voxels * DEFORM_BYTES_PER_VOXEL / 2**20) * attempt)
 
 
-def field_region_mem_mb(core_voxels: int, attempt: int = 1) -> int:
-    """MB for stitching or inverting one region of the displacement field."""
-    return int((BASELINE_MB + core_voxels * FIELD_REGION_BYTES_PER_VOXEL / 2**20) * attempt)
+def field_region_mem_mb(core_nodes: int, attempt: int = 1) -> int:
+    """MB for stitching or inverting one region of the displacement field, ``core_nodes``
+    nodes of the stored field (its voxels / ``deform.field_shrink``^3)."""
+    arrays = INVERT_SLAB_MB + core_nodes * FIELD_REGION_BYTES_PER_NODE / 2**20
+    return int((BASELINE_MB + arrays) * attempt)
 
 
 # Affine refinement (whole low-res levels): each image's voxels as read, a float32 copy, its

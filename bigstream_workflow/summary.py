@@ -21,7 +21,7 @@ def run_summary(out_dir: str, tile_counts: dict[str, int]) -> str:
         lines.append(
             f"  deformation: {field['store']}: largest displacement {field['max_um']:.2f} um, "
             f"smallest Jacobian determinant {field['jacobian_min']:.3f}, "
-            f"{field['folded_voxels']} folded voxels"
+            f"{field['folded_voxels']} folded nodes (one every {field.get('shrink', 1)} voxels)"
         )
     inverse_path = os.path.join(out_dir, "transform", "inverse_field.json")
     if os.path.exists(inverse_path):

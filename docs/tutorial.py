@@ -416,7 +416,7 @@ subprocess.run([sys.executable, "-m", *command], cwd=ROOT, check=True)
 # |---|---|
 # | `global/affine.txt` | the global affine: 4x4, z y x, µm, fixed -> moving (`_xyz`: x y z) |
 # | `local/affines.npy` | one affine per low-res tile, shape (tiles_z, tiles_y, tiles_x, 4, 4) |
-# | `transform/field.zarr` | the displacement field `d`, as `tiled_deformable_align` writes it |
+# | `transform/field.zarr` | the displacement field `d` on every 2nd voxel (its resolution) |
 # | `aligned.ome.zarr` | the high-res moving image through the whole transform, with a pyramid |
 # | `qc/accuracy.json` | TRE before and after each stage (set when `ground_truth` is given) |
 # | `logs/`, `benchmarks/` | one log, and the time and peak memory, per job |

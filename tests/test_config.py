@@ -98,6 +98,17 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
             r"and `deform.cc_radius` when a list\) .* 'cc_radius': 3",
         ),
         (
+            {"deform": {"field_shrink": 3}},
+            r"`deform.field_shrink` = 3 does not divide every `deform.blocksize` entry "
+            r"\[256, 256, 256\]: expected a divisor of each",
+        ),
+        (
+            {"deform": {"blocksize": [250, 256, 255]}},
+            r"`deform.field_shrink` = null \(the finest level's shrink, 2\) does not divide "
+            r"every `deform.blocksize` entry \[250, 256, 255\]",
+        ),
+        ({"deform": {"field_shrink": 0}}, r"`deform.field_shrink` = 0: expected >= 1"),
+        (
             {"deform": {"gradient": "both"}},
             r"`deform.gradient` = 'both': expected one of \['moving', 'symmetric'\]",
         ),

@@ -6,6 +6,7 @@ import pytest
 from bigstream_core.tiling import (
     batch_id,
     grid_table,
+    node_tile,
     overlap_voxels,
     parse_tile_id,
     tile_batches,
@@ -31,6 +32,17 @@ def test_cores_partition_the_image_and_halos_contain_them(shape, blocksize, over
     assert (owners == 1).all()
     expected = np.prod([-(-n // b) for n, b in zip(shape, blocksize, strict=True)])
     assert len(tiles) == expected
+
+
+def test_aligned_halos_start_on_the_lattice_and_node_tiles_count_its_nodes():
+    """The deform grid's halos start on every 2nd voxel (its blocks' field nodes); a block
+    in the nodes of a field stored on every 2nd voxel holds the nodes inside it."""
+    tiles = tile_grid((80, 21, 9), (40, 10, 4), (5, 3, 1), align=2)
+    assert [tile.halo[0] for tile in tiles if tile.index[1:] == (0, 0)] == [(0, 45), (34, 80)]
+    assert {tile.halo[1][0] for tile in tiles} == {0, 6, 16}
+    last = node_tile(tiles[-1], 2)  # core (40, 80), (20, 21), (8, 9); halo (34, 80), ...
+    assert last.core == ((20, 40), (10, 11), (4, 5)) and last.halo[0] == (17, 40)
+    assert node_tile(tiles[-1], 1) == tiles[-1]
 
 
 def test_tile_ids_and_table():

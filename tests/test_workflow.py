@@ -29,7 +29,7 @@ from bigstream_core.affine_field import read_field
 from bigstream_core.displacement import jacobian_determinant, open_field
 from bigstream_core.io import ImageError, open_image
 from bigstream_core.phantom import GroundTruth
-from bigstream_core.resample import resample
+from bigstream_core.resample import resample, voxel_centres
 from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
 from bigstream_workflow.export_transform import export, run_files
@@ -223,8 +223,13 @@ def test_each_stage_brings_the_images_closer(finished_run, demo_pair):
     h = 0.05
     columns = [(field(grid + h * e) - field(grid - h * e)) / (2 * h) for e in np.eye(3)]
     assert np.linalg.det(np.stack(columns, axis=2)).min() > 0
-    # ... and neither does the stitched displacement field, at any voxel
-    determinant = jacobian_determinant(displacement.array[...], fixed.spacing)
+    # the field is stored on every 2nd voxel (the deformation's finest level), its grid recorded
+    assert displacement.array.shape == (*(-(-n // 2) for n in fixed.shape), 3)
+    assert displacement.shrink == displacement.array.attrs["shrink"] == 2
+    assert displacement.spacing == pytest.approx(2 * np.asarray(fixed.spacing))
+    assert displacement.origin == pytest.approx(fixed.origin)
+    # ... and neither does the stitched displacement field, at any of its nodes
+    determinant = jacobian_determinant(displacement.array[...], displacement.spacing)
     assert determinant.min() > 0
     record = json.loads((results / "transform" / "field.json").read_text())
     assert record["folded_voxels"] == 0
@@ -474,6 +479,36 @@ def test_blocks_batched_per_job_give_the_same_bytes_with_fewer_jobs(finished_run
                for run in (once, batched)]  # fmt: skip
     columns = ["tile", "ncc_before", "ncc_after"]
     pd.testing.assert_frame_equal(reports[0][columns], reports[1][columns])
+
+
+def test_a_field_stored_at_every_voxel_gives_the_same_transform(finished_run, tmp_path):
+    """`deform.field_shrink: 1` stores the field at every voxel (8x the nodes); the same
+    blocks give the same transform at every voxel as the default's every 2nd voxel, the same
+    inverse and the same aligned image."""
+    _, config, _ = finished_run
+    coarse, full = Path(config["output_dir"]), tmp_path / "results"
+    config = {**config, "output_dir": str(full),
+              "deform": {**config["deform"], "field_shrink": 1}}  # fmt: skip
+    result = run_snakemake(tmp_path, config, *start_at_the_deformation(coarse, full))
+    assert result.returncode == 0, result.stderr[-3000:]
+    fixed = open_image(config["fixed"]["path"], "highres")
+    stored = zarr.open_array(full / "transform" / "field.zarr", mode="r")
+    assert stored.shape == (*fixed.shape, 3) and stored.attrs["shrink"] == 1
+    assert stored.attrs["spacing_um"] == pytest.approx(fixed.spacing)
+    for block in (coarse / "deform" / "blocks").glob("*/*.npy"):  # the same blocks
+        assert block.read_bytes() == (full / block.relative_to(coarse)).read_bytes()
+    points = voxel_centres(
+        tuple(slice(0, n) for n in fixed.shape), fixed.spacing, fixed.origin
+    )  # every voxel
+    for name, bound in (("field", 0.01), ("inverse_field", 0.2)):
+        maps = [open_field(run / "transform" / f"{name}.zarr") for run in (coarse, full)]
+        error = np.linalg.norm((maps[0](points) - maps[1](points)) / fixed.spacing, axis=1)
+        print(f"{name}: every 2nd voxel vs every voxel: {error.max():.2e} largest, "
+              f"{error.mean():.2e} mean voxel")  # fmt: skip
+        assert error.max() < bound, (name, error.max())
+    aligned = [zarr.open_array(run / "aligned.ome.zarr", path="0", mode="r")[WHOLE].astype(float)
+               for run in (coarse, full)]  # fmt: skip
+    assert np.abs(aligned[0] - aligned[1]).mean() < 0.01 * np.abs(aligned[1]).mean()
 
 
 def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, tmp_path):

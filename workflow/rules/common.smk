@@ -5,7 +5,7 @@ import re
 import numpy as np
 from snakemake.exceptions import WorkflowError
 
-from bigstream_workflow.config import ConfigError, checked_config, moving_channels
+from bigstream_workflow.config import ConfigError, checked_config, field_shrink, moving_channels
 from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
 from bigstream_workflow.plan import pyramid_grid, pyramid_sources, stage_grids
@@ -30,6 +30,7 @@ from bigstream_core.tiling import (
     batch_id,
     block_chunks,
     neighbours,
+    node_tile,
     tile_batches,
 )
 
@@ -60,6 +61,8 @@ BATCH_OF = {
     for stage, batches in BATCHES.items()
 }
 OUT = config["output_dir"]
+# high-res voxels between the stored displacement field's nodes (deform.field_shrink resolved)
+FIELD_SHRINK = field_shrink(config["deform"])
 CODE_VERSION = source_digest()
 
 
@@ -267,10 +270,11 @@ def deform_runtime_min(wildcards, attempt):
 
 
 def field_region_mem_mb(wildcards, attempt):
-    """Memory of a job stitching or inverting the field regions (block cores) of a batch."""
-    cores = [tile.core for tile in BATCHES["deform"][wildcards.batch]]
-    voxels = max((z1 - z0) * (y1 - y0) * (x1 - x0) for (z0, z1), (y0, y1), (x0, x1) in cores)
-    return field_region_job_mem_mb(voxels, attempt)
+    """Memory of a job stitching or inverting the field regions (block cores) of a batch,
+    from its largest region's nodes of the stored field."""
+    cores = [node_tile(tile, FIELD_SHRINK).core for tile in BATCHES["deform"][wildcards.batch]]
+    nodes = max((z1 - z0) * (y1 - y0) * (x1 - x0) for (z0, z1), (y0, y1), (x0, x1) in cores)
+    return field_region_job_mem_mb(nodes, attempt)
 
 
 def field_region_runtime_min(wildcards, attempt):

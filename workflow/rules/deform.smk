@@ -59,6 +59,7 @@ rule create_field_store:
         images=image_config(),
         store=lambda wc: result("transform", f"{wc.name}.zarr"),
         blocksize=config["deform"]["blocksize"],
+        shrink=FIELD_SHRINK,
         version=CODE_VERSION,
     script:
         "../scripts/create_field_store.py"

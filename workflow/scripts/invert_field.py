@@ -7,6 +7,7 @@ import zarr
 
 from bigstream_core import atomic
 from bigstream_core.displacement import invert_region, open_field, write_region
+from bigstream_core.tiling import node_tile
 from bigstream_workflow.logs import configure
 
 log = configure(snakemake.log[0])
@@ -17,7 +18,8 @@ with open(snakemake.input.field, encoding="utf-8") as handle:
 array = zarr.open_array(store["store"], mode="r+")
 manifests = []
 for number, tile in enumerate(snakemake.params.tiles, start=1):
-    inverse, report = invert_region(forward, tile)
-    manifests.append({**write_region(array, tile, inverse), **report})
+    region = node_tile(tile, forward.shrink)  # on the forward field's nodes, as the store
+    inverse, report = invert_region(forward, region)
+    manifests.append({**write_region(array, region, inverse), **report})
     log.info("region %d/%d %s: %s", number, len(snakemake.params.tiles), tile.id, manifests[-1])
 atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})

@@ -1,5 +1,5 @@
 """Rule `stitch_field`: the regions (block cores) of a batch of transform/field.zarr, each
-blended from the fields of its block and the blocks around it."""
+blended from the fields of its block and the blocks around it at the store's nodes."""
 
 import json
 
@@ -8,7 +8,7 @@ import zarr
 
 from bigstream_core import atomic
 from bigstream_core.displacement import stitch_region, write_region
-from bigstream_core.tiling import overlap_voxels
+from bigstream_core.tiling import node_tile, overlap_voxels
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
@@ -25,7 +25,8 @@ for number, (tile, neighbours) in enumerate(snakemake.params.regions, start=1):
         tile, neighbours, fixed.shape, deform["blocksize"],
         overlap_voxels(deform["blocksize"], deform["overlap"]),
         lambda block: np.load(files[block.id], mmap_mode="r"), deform["shrink_factors"][-1],
+        store["shrink"],
     )  # fmt: skip
-    manifests.append(write_region(array, tile, field))
+    manifests.append(write_region(array, node_tile(tile, store["shrink"]), field))
     log.info("region %d/%d %s: %s", number, len(snakemake.params.regions), tile.id, manifests[-1])
 atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})
