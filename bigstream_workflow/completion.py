@@ -22,3 +22,14 @@ def reopen_aligned(store: str, record: str, log: logging.Logger) -> None:
     if withdraw_ome_metadata(store):
         log.info("%s: OME metadata withdrawn until finalize_aligned", store)
     Path(record).unlink(missing_ok=True)
+
+
+def reopen_field(array, record: str, log: logging.Logger) -> None:
+    """Before writing regions of a field store (``array``, opened for writing): mark it
+    incomplete (its ``complete`` attribute, which :func:`bigstream_core.displacement.open_field`
+    requires) and remove its completion record ``record`` (``transform/<name>.json``) if
+    they are there; ``finish_field`` writes both back."""
+    if array.attrs.get("complete"):
+        array.attrs["complete"] = False
+        log.info("%s: marked incomplete until finish_field", array.store)
+    Path(record).unlink(missing_ok=True)

@@ -90,6 +90,7 @@ rule stitch_field:
         },
         images=image_config(),
         deform=config["deform"],
+        complete=written_here("transform", "field.json"),
         version=CODE_VERSION,
     script:
         "../scripts/stitch_field.py"
@@ -113,6 +114,7 @@ rule invert_field:
         runtime=field_region_runtime_min,
     params:
         tiles=lambda wc: BATCHES["deform"][wc.batch],
+        complete=written_here("transform", "inverse_field.json"),
         version=CODE_VERSION,
     script:
         "../scripts/invert_field.py"

@@ -8,6 +8,7 @@ import zarr
 from bigstream_core import atomic
 from bigstream_core.displacement import invert_region, open_field, write_region
 from bigstream_core.tiling import node_tile
+from bigstream_workflow.completion import reopen_field
 from bigstream_workflow.logs import configure
 
 log = configure(snakemake.log[0])
@@ -16,6 +17,7 @@ with open(snakemake.input.store, encoding="utf-8") as handle:
 with open(snakemake.input.field, encoding="utf-8") as handle:
     forward = open_field(json.load(handle)["store"])
 array = zarr.open_array(store["store"], mode="r+")
+reopen_field(array, snakemake.params.complete, log)  # a rerun: not finished now
 manifests = []
 for number, tile in enumerate(snakemake.params.tiles, start=1):
     region = node_tile(tile, forward.shrink)  # on the forward field's nodes, as the store

@@ -9,6 +9,7 @@ import zarr
 from bigstream_core import atomic
 from bigstream_core.displacement import stitch_region, write_region
 from bigstream_core.tiling import node_tile, overlap_voxels
+from bigstream_workflow.completion import reopen_field
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
@@ -16,6 +17,7 @@ log = configure(snakemake.log[0])
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 array = zarr.open_array(store["store"], mode="r+")
+reopen_field(array, snakemake.params.complete, log)  # a rerun: not finished now
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 deform = snakemake.params.deform
 files = snakemake.params.files
