@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import hashlib
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,21 +75,63 @@ def provenance(
     return record
 
 
-def source_digest() -> str:
-    """Short SHA-256 over the source files of ``bigstream_core`` and ``bigstream_workflow``.
+CODE_PACKAGES = ("bigstream_core", "bigstream_workflow")
+"""The packages whose modules a rule's code digest covers."""
 
-    Rules carry it in ``params`` so that a change of the math re-runs them
-    (Snakemake's own code trigger sees only the rule's script, not the modules
-    the script imports).
+
+@functools.cache
+def script_digest(script: str) -> str:
+    """Short SHA-256 over a rule's ``script`` and every module of :data:`CODE_PACKAGES` it
+    imports, directly or through other modules (with their packages' ``__init__``), found by
+    reading their import statements (nothing is imported; imports inside functions count).
+
+    Rules carry it in ``params`` (Snakemake's own code trigger sees only the rule's script,
+    not the modules it imports): editing a module re-runs the rules whose scripts reach it,
+    and only those.
     """
-    import hashlib
-    from pathlib import Path
-
-    import bigstream_core
-
+    root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for package in (Path(bigstream_core.__file__).parent, Path(__file__).parent):
-        for path in sorted(package.rglob("*.py")):
-            digest.update(f"{package.name}/{path.relative_to(package).as_posix()}".encode())
-            digest.update(path.read_bytes())
+    for path in sorted(_import_closure(Path(script).resolve(), root)):
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def _import_closure(script: Path, root: Path) -> set[Path]:
+    """``script`` and the files of the :data:`CODE_PACKAGES` modules it reaches (under ``root``)."""
+    found, pending = {script}, [script]
+    while pending:
+        for path in _imported_files(pending.pop(), root):
+            if path not in found:
+                found.add(path)
+                pending.append(path)
+    return found
+
+
+@functools.cache
+def _imported_files(path: Path, root: Path) -> tuple[Path, ...]:
+    """The files of the :data:`CODE_PACKAGES` modules ``path``'s import statements name."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return tuple(_module_files(names, root))
+
+
+def _module_files(names: list[str], root: Path) -> list[Path]:
+    """The files of the modules ``names`` (dotted) of :data:`CODE_PACKAGES` that exist under
+    ``root``, with their packages' ``__init__.py``; other names are skipped."""
+    files = []
+    for name in names:
+        parts = name.split(".")
+        if parts[0] not in CODE_PACKAGES:
+            continue
+        for depth in range(1, len(parts) + 1):
+            base = root.joinpath(*parts[:depth])
+            for candidate in (base / "__init__.py", base.with_suffix(".py")):
+                if candidate.is_file():
+                    files.append(candidate)
+    return files

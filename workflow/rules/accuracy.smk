@@ -16,6 +16,6 @@ rule evaluate_accuracy:
         "../envs/bigstream.yaml"
     params:
         config=plan_config(),
-        version=CODE_VERSION,
+        version=code_version("evaluate_accuracy"),
     script:
         "../scripts/evaluate_accuracy.py"

@@ -23,7 +23,7 @@ from bigstream_workflow.resources import (
     settle_runtime_min as settle_job_runtime_min,
 )
 from bigstream_workflow.layout import RULES, benchmark_file, inverse_wanted
-from bigstream_workflow.provenance import source_digest
+from bigstream_workflow.provenance import script_digest
 from bigstream_workflow.summary import run_summary
 from bigstream_core.tiling import (
     TILE_ID_PATTERN,
@@ -63,7 +63,6 @@ BATCH_OF = {
 OUT = config["output_dir"]
 # high-res voxels between the stored displacement field's nodes (deform.field_shrink resolved)
 FIELD_SHRINK = field_shrink(config["deform"])
-CODE_VERSION = source_digest()
 
 
 CHANNELS = moving_channels(config)  # (label, image entry): the output's channels, in order
@@ -77,6 +76,13 @@ wildcard_constraints:
 
 SET = config.get("set") or {"name": None, "reuse": {}}
 REUSE = SET["reuse"]
+
+
+def code_version(script):
+    """The code digest of the script ``scripts/<script>.py``, carried in its params; over the
+    script and every module of ours it imports (bigstream_workflow.provenance.script_digest),
+    so editing a module re-runs only the jobs whose scripts use it."""
+    return script_digest(workflow.source_path(f"../scripts/{script}.py"))
 
 
 def written_here(*parts):

@@ -21,7 +21,7 @@ rule deform_block:
         images=image_config(),
         tiles=lambda wc: BATCHES["deform"][wc.batch],
         deform=config["deform"],
-        version=CODE_VERSION,
+        version=code_version("deform_block"),
     script:
         "../scripts/deform_block.py"
 
@@ -38,7 +38,7 @@ rule collect_deform_report:
         "../envs/bigstream.yaml"
     params:
         reports=[deform_block_file(tile, ".json") for tile in TILES.get("deform", {})],
-        version=CODE_VERSION,
+        version=code_version("collect_deform_report"),
     script:
         "../scripts/collect_deform_report.py"
 
@@ -60,7 +60,7 @@ rule create_field_store:
         store=lambda wc: result("transform", f"{wc.name}.zarr"),
         blocksize=config["deform"]["blocksize"],
         shrink=FIELD_SHRINK,
-        version=CODE_VERSION,
+        version=code_version("create_field_store"),
     script:
         "../scripts/create_field_store.py"
 
@@ -91,7 +91,7 @@ rule stitch_field:
         images=image_config(),
         deform=config["deform"],
         complete=written_here("transform", "field.json"),
-        version=CODE_VERSION,
+        version=code_version("stitch_field"),
     script:
         "../scripts/stitch_field.py"
 
@@ -115,7 +115,7 @@ rule invert_field:
     params:
         tiles=lambda wc: BATCHES["deform"][wc.batch],
         complete=written_here("transform", "inverse_field.json"),
-        version=CODE_VERSION,
+        version=code_version("invert_field"),
     script:
         "../scripts/invert_field.py"
 
@@ -138,6 +138,6 @@ rule finish_field:
         "../envs/bigstream.yaml"
     params:
         images=image_config(),
-        version=CODE_VERSION,
+        version=code_version("finish_field"),
     script:
         "../scripts/finish_field.py"

@@ -23,7 +23,7 @@ rule detect_keypoints:
         images=image_config(),
         tile=lambda wc: TILES[f"keypoints_{wc.image}"][wc.tile],
         keypoints=config["global_affine"],
-        version=CODE_VERSION,
+        version=code_version("detect_keypoints"),
     script:
         "../scripts/detect_keypoints.py"
 
@@ -49,7 +49,7 @@ rule match_keypoints:
         images=image_config(),
         keypoints=config["global_affine"],
         seed=config["seed"],
-        version=CODE_VERSION,
+        version=code_version("match_keypoints"),
     script:
         "../scripts/match_keypoints.py"
 
@@ -76,7 +76,7 @@ rule fit_global_affine:
     params:
         keypoints=config["global_affine"],
         seed=config["seed"],
-        version=CODE_VERSION,
+        version=code_version("fit_global_affine"),
     script:
         "../scripts/fit_global_affine.py"
 
@@ -105,7 +105,7 @@ rule refine_global_affine:
         images=image_config(),
         refine=config["global_affine"]["refine"],
         seed=config["seed"],
-        version=CODE_VERSION,
+        version=code_version("refine_global_affine"),
     script:
         "../scripts/refine_global_affine.py"
 
@@ -127,6 +127,6 @@ rule apply_global_affine:
         runtime=lowres_view_runtime_min,
     params:
         images=image_config(),
-        version=CODE_VERSION,
+        version=code_version("apply_global_affine"),
     script:
         "../scripts/apply_global_affine.py"

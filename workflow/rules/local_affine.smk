@@ -28,7 +28,7 @@ rule fit_local_affine:
         keypoint_tables={role: result("global", "keypoints", role) for role in ("fixed", "moving")},
         min_foreground=config["foreground"]["min_tile_fraction"],
         seed=config["seed"],
-        version=CODE_VERSION,
+        version=code_version("fit_local_affine"),
     script:
         "../scripts/fit_local_affine.py"
 
@@ -55,7 +55,7 @@ rule settle_local_affines:
         images=image_config(),
         local=config["local_affine"],
         seed=config["seed"],
-        version=CODE_VERSION,
+        version=code_version("settle_local_affines"),
     script:
         "../scripts/settle_local_affines.py"
 
@@ -78,6 +78,6 @@ rule apply_local_affines_lowres:
         runtime=lowres_view_runtime_min,
     params:
         images=image_config(),
-        version=CODE_VERSION,
+        version=code_version("apply_local_affines_lowres"),
     script:
         "../scripts/apply_local_affines_lowres.py"

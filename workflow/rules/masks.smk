@@ -19,6 +19,6 @@ rule foreground_mask:
     params:
         images=image_config(),
         foreground=config["foreground"],
-        version=CODE_VERSION,
+        version=code_version("foreground_mask"),
     script:
         "../scripts/foreground_mask.py"

@@ -9,6 +9,6 @@ rule plan:
         "../envs/bigstream.yaml"
     params:
         config=plan_config(),
-        version=CODE_VERSION,
+        version=code_version("plan"),
     script:
         "../scripts/plan.py"

@@ -19,6 +19,6 @@ rule warp_points:
         runtime=30,
     params:
         space=lambda wc: POINTS[wc.table]["space"],
-        version=CODE_VERSION,
+        version=code_version("warp_points"),
     script:
         "../scripts/warp_points.py"

@@ -67,7 +67,7 @@ rule qc_report:
     params:
         images=image_config(),
         stage_images={view: path for view, (_, path, _) in qc_view_files().items() if path},
-        version=CODE_VERSION,
+        version=code_version("qc_report"),
     script:
         "../scripts/qc_report.py"
 

@@ -20,7 +20,7 @@ rule create_aligned_store:
         store=written_here("aligned.ome.zarr"),
         blocksize=config["resample"]["blocksize"],
         output=config["output"],
-        version=CODE_VERSION,
+        version=code_version("create_aligned_store"),
     script:
         "../scripts/create_aligned_store.py"
 
@@ -47,7 +47,7 @@ rule resample_block:
         complete=written_here("aligned", "complete.json"),
         order=config["resample"]["order"],
         transform_step=config["resample"]["transform_step"],
-        version=CODE_VERSION,
+        version=code_version("resample_block"),
     script:
         "../scripts/resample_block.py"
 
@@ -71,7 +71,7 @@ rule downsample_aligned:
     params:
         tiles=lambda wc: BATCHES[pyramid_grid(int(wc.level))][wc.batch],
         complete=written_here("aligned", "complete.json"),
-        version=CODE_VERSION,
+        version=code_version("downsample_aligned"),
     script:
         "../scripts/downsample_aligned.py"
 
@@ -95,6 +95,6 @@ rule finalize_aligned:
     params:
         images=image_config(),
         labels=[label for label, _ in CHANNELS],
-        version=CODE_VERSION,
+        version=code_version("finalize_aligned"),
     script:
         "../scripts/finalize_aligned.py"
