@@ -135,3 +135,33 @@ def _module_files(names: list[str], root: Path) -> list[Path]:
                 if candidate.is_file():
                     files.append(candidate)
     return files
+
+
+METADATA_FILES = ("attributes.json", ".zarray", ".zattrs", "zarr.json")
+"""An image dataset's metadata files (N5, Zarr v2, Zarr v3), whichever it has."""
+
+
+def image_fingerprint(image: Image) -> dict[str, Any]:
+    """What changes when an image is rewritten at the same path, from metadata alone: its
+    shape, dtype, chunks, spacing and origin, and the size and modification time (ns) of its
+    dataset folder's metadata files (:data:`METADATA_FILES`) and of the folder itself (a
+    writer that replaces an image rewrites them; listing every chunk of a terabyte image
+    would not be cheap, so chunks rewritten in place under unchanged metadata go unseen)."""
+    folder = Path(image.path, image.dataset or "")
+    files = {}
+    for name in (".", *METADATA_FILES):
+        path = folder / name
+        if path.exists():
+            stat = path.stat()
+            files[name] = [0 if name == "." else stat.st_size, stat.st_mtime_ns]
+    return {"path": str(folder), "shape": list(image.shape), "dtype": str(image.dtype),
+            "chunks": list(image.chunks), "spacing": list(image.spacing),
+            "origin": list(image.origin), "files": files}  # fmt: skip
+
+
+def input_fingerprints(images: dict[str, dict[str, Image]], channels: list[Image]) -> dict:
+    """:func:`image_fingerprint` of both levels of both images and of the moving round's
+    other ``channels``, keyed ``fixed.lowres``, ..., ``channel1``, ..."""
+    prints = {f"{role}.{level}": image_fingerprint(image)
+              for role, levels in images.items() for level, image in levels.items()}  # fmt: skip
+    return prints | {f"channel{k}": image_fingerprint(c) for k, c in enumerate(channels, 1)}

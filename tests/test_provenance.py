@@ -1,9 +1,14 @@
 """A rule's code digest covers its script and the modules of ours it reaches, and only those:
 editing a module re-runs the rules that use it, not every rule."""
 
+import shutil
 from pathlib import Path
 
+import pytest
+
+from bigstream_core.io import open_image, write_n5
 from bigstream_workflow.provenance import _import_closure, script_digest
+from tests.conftest import pair_config, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
@@ -47,3 +52,21 @@ def test_the_rules_scripts_reach_the_modules_they_use_and_not_the_others():
     assert "deform.py" not in report and "resample.py" not in report
     digests = {script_digest(str(path)) for path in SCRIPTS.glob("*.py")}
     assert len(digests) == len(list(SCRIPTS.glob("*.py")))  # each script its own digest
+
+
+@pytest.mark.slow
+def test_an_image_rewritten_at_the_same_path_reruns_what_reads_it(tiny_pair, tmp_path):
+    """The plan (and every job that reads the images) carries their fingerprints: rewriting
+    the moving image in place (its metadata rewritten) makes them out of date."""
+    pair = tmp_path / "pair"
+    shutil.copytree(tiny_pair, pair)
+    config = pair_config(pair, tmp_path / "out")
+    work = tmp_path / "work"
+    assert run_snakemake(work, config, "plan").returncode == 0
+    again = run_snakemake(work, config, "plan", "--dry-run")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    image = open_image(pair / "moving.n5", "highres")
+    write_n5(image.read((slice(None),) * 3), pair / "moving.n5", "highres", image.spacing)
+    stale = run_snakemake(work, config, "plan", "--dry-run")
+    log = stale.stdout + stale.stderr
+    assert stale.returncode == 0 and "rule plan:" in log and "params" in log.lower(), log[-2000:]

@@ -5,7 +5,13 @@ import re
 import numpy as np
 from snakemake.exceptions import WorkflowError
 
-from bigstream_workflow.config import ConfigError, checked_config, field_shrink, moving_channels
+from bigstream_workflow.config import (
+    ConfigError,
+    checked_config,
+    field_shrink,
+    moving_channels,
+    open_moving_channels,
+)
 from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
 from bigstream_workflow.plan import pyramid_grid, pyramid_sources, stage_grids
@@ -23,7 +29,7 @@ from bigstream_workflow.resources import (
     settle_runtime_min as settle_job_runtime_min,
 )
 from bigstream_workflow.layout import RULES, benchmark_file, inverse_wanted
-from bigstream_workflow.provenance import script_digest
+from bigstream_workflow.provenance import input_fingerprints, script_digest
 from bigstream_workflow.summary import run_summary
 from bigstream_core.tiling import (
     TILE_ID_PATTERN,
@@ -66,6 +72,9 @@ FIELD_SHRINK = field_shrink(config["deform"])
 
 
 CHANNELS = moving_channels(config)  # (label, image entry): the output's channels, in order
+# the input images as content (metadata and their files' sizes and times), in the params of
+# every job that reads them: an image rewritten at the same path re-runs them
+INPUTS = input_fingerprints(IMAGES, open_moving_channels(config)[1:])
 
 
 wildcard_constraints:

@@ -19,6 +19,7 @@ rule deform_block:
         runtime=deform_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         tiles=lambda wc: BATCHES["deform"][wc.batch],
         deform=config["deform"],
         version=code_version("deform_block"),
@@ -57,6 +58,7 @@ rule create_field_store:
         "../envs/bigstream.yaml"
     params:
         images=image_config(),
+        inputs=INPUTS,
         store=lambda wc: result("transform", f"{wc.name}.zarr"),
         blocksize=config["deform"]["blocksize"],
         shrink=FIELD_SHRINK,
@@ -89,6 +91,7 @@ rule stitch_field:
             for near in nears
         },
         images=image_config(),
+        inputs=INPUTS,
         deform=config["deform"],
         complete=written_here("transform", "field.json"),
         version=code_version("stitch_field"),
@@ -138,6 +141,7 @@ rule finish_field:
         "../envs/bigstream.yaml"
     params:
         images=image_config(),
+        inputs=INPUTS,
         version=code_version("finish_field"),
     script:
         "../scripts/finish_field.py"

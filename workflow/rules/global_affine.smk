@@ -21,6 +21,7 @@ rule detect_keypoints:
         runtime=keypoints_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         tile=lambda wc: TILES[f"keypoints_{wc.image}"][wc.tile],
         keypoints=config["global_affine"],
         version=code_version("detect_keypoints"),
@@ -47,6 +48,7 @@ rule match_keypoints:
         runtime=30,
     params:
         images=image_config(),
+        inputs=INPUTS,
         keypoints=config["global_affine"],
         seed=config["seed"],
         version=code_version("match_keypoints"),
@@ -103,6 +105,7 @@ rule refine_global_affine:
         runtime=30,
     params:
         images=image_config(),
+        inputs=INPUTS,
         refine=config["global_affine"]["refine"],
         seed=config["seed"],
         version=code_version("refine_global_affine"),
@@ -127,6 +130,7 @@ rule apply_global_affine:
         runtime=lowres_view_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         version=code_version("apply_global_affine"),
     script:
         "../scripts/apply_global_affine.py"

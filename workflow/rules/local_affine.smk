@@ -22,6 +22,7 @@ rule fit_local_affine:
         runtime=local_tile_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         tile=lambda wc: TILES["local_affine"][wc.tile],
         local=config["local_affine"],
         keypoints=keypoint_grid_config(),
@@ -53,6 +54,7 @@ rule settle_local_affines:
         runtime=settle_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         local=config["local_affine"],
         seed=config["seed"],
         version=code_version("settle_local_affines"),
@@ -78,6 +80,7 @@ rule apply_local_affines_lowres:
         runtime=lowres_view_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         version=code_version("apply_local_affines_lowres"),
     script:
         "../scripts/apply_local_affines_lowres.py"

@@ -18,6 +18,7 @@ rule foreground_mask:
         runtime=30,
     params:
         images=image_config(),
+        inputs=INPUTS,
         foreground=config["foreground"],
         version=code_version("foreground_mask"),
     script:

@@ -9,6 +9,7 @@ rule plan:
         "../envs/bigstream.yaml"
     params:
         config=plan_config(),
+        inputs=INPUTS,
         version=code_version("plan"),
     script:
         "../scripts/plan.py"

@@ -66,6 +66,7 @@ rule qc_report:
         runtime=30,
     params:
         images=image_config(),
+        inputs=INPUTS,
         stage_images={view: path for view, (_, path, _) in qc_view_files().items() if path},
         version=code_version("qc_report"),
     script:

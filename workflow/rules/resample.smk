@@ -17,6 +17,7 @@ rule create_aligned_store:
         "../envs/bigstream.yaml"
     params:
         images=image_config(),
+        inputs=INPUTS,
         store=written_here("aligned.ome.zarr"),
         blocksize=config["resample"]["blocksize"],
         output=config["output"],
@@ -43,6 +44,7 @@ rule resample_block:
         runtime=resample_runtime_min,
     params:
         images=image_config(),
+        inputs=INPUTS,
         tiles=lambda wc: BATCHES["resample"][wc.batch],
         complete=written_here("aligned", "complete.json"),
         order=config["resample"]["order"],
@@ -94,6 +96,7 @@ rule finalize_aligned:
         runtime=lambda wc, attempt: runtime_min(int(np.prod(LEVELS[-1])) * len(CHANNELS), attempt),
     params:
         images=image_config(),
+        inputs=INPUTS,
         labels=[label for label, _ in CHANNELS],
         version=code_version("finalize_aligned"),
     script:
