@@ -307,10 +307,18 @@ def tile_keypoints(
     ``radius_vox``, ``response``, ``intensity``. ``valid`` (bool, the halo's
     shape) limits the search as in :func:`detect_blobs`; ``mask`` (bool, the
     whole image's shape, e.g. memory-mapped) drops the points whose nearest
-    voxel is outside it. The global stage keeps its ``nspots`` strongest of all
-    tiles; the local stage its ``nspots`` strongest near each of its tiles.
+    voxel is outside it. NaN or infinite voxels (read as 0, a hole with sharp
+    edges) are left out with everything within ``max_radius + border`` voxels of
+    them, so no blob sits on a hole's edge and no correlation cube reaches into one.
+    The global stage keeps its ``nspots`` strongest of all tiles; the local stage
+    its ``nspots`` strongest near each of its tiles.
     """
     data = image.read(tile.slices("halo"))
+    holes = image.nonfinite_mask(tile.slices("halo"))
+    if holes is not None:
+        reach = 2 * (math.ceil(max_radius) + border) + 1
+        near = ndimage.maximum_filter(holes.view(np.uint8), size=reach).astype(bool)
+        valid = ~near if valid is None else valid & ~near
     blobs = detect_blobs(data, min_radius, max_radius, num_sigma_max, valid=valid)
     offset = np.array([start for start, _ in tile.halo], dtype=float)
     voxel = blobs[["z", "y", "x"]].to_numpy() + offset

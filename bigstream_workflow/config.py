@@ -229,8 +229,10 @@ def open_config_images(config: dict[str, Any]) -> dict[str, dict[str, Image]]:
                 factors = _shape_ratio(levels["highres"].shape, _peek_shape(entry, level, key))
                 spacing = [s * f for s, f in zip(override, factors, strict=True)]
             try:
-                levels[level] = open_image(entry["path"], entry[level] or None, spacing=spacing,
-                                           channel=entry.get("channel"))  # fmt: skip
+                levels[level] = open_image(
+                    entry["path"], entry[level] or None, spacing=spacing,
+                    channel=entry.get("channel"), nonfinite=entry.get("nonfinite", "background"),
+                )  # fmt: skip
             except ImageError as error:
                 raise ConfigError(
                     f"`{key}` (path `{role}.path` = {entry['path']!r}): {error}"
@@ -303,6 +305,7 @@ def open_moving_channels(config: dict[str, Any]) -> list[Image]:
             entry["highres"] or None,
             spacing=entry.get("spacing"),
             channel=entry.get("channel"),
+            nonfinite=entry.get("nonfinite", "background"),
         )  # fmt: skip
         for _, entry in moving_channels(config)
     ]

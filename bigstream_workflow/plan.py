@@ -85,8 +85,10 @@ def write_plan(
     config: dict[str, Any],
     images: dict[str, dict[str, Image]],
     grids: dict[str, list[Tile]],
+    nonfinite: dict[str, int] | None = None,
 ) -> None:
-    """Record the plan: ``images.json`` (metadata, provenance) and one TSV per grid.
+    """Record the plan: ``images.json`` (metadata, provenance, and per image the NaN or
+    infinite voxels of its low-res level, ``nonfinite``) and one TSV per grid.
 
     The grid tables are written first and ``images.json`` last, each atomically,
     so a complete ``images.json`` means a complete plan.
@@ -97,6 +99,7 @@ def write_plan(
     summary = {
         "images": describe_images(images),
         "grids": {name: len(tiles) for name, tiles in grids.items()},
+        "nonfinite_lowres_voxels": nonfinite or {},
         "provenance": provenance(config),
     }
     atomic.write_json(out_dir / "images.json", summary)

@@ -14,6 +14,15 @@ def run_summary(out_dir: str, tile_counts: dict[str, int]) -> str:
     lines.append(f"  plan:    {os.path.join(out_dir, 'plan', 'images.json')}")
     for name, count in tile_counts.items():
         lines.append(f"    grid {name}: {count} tiles")
+    plan_path = os.path.join(out_dir, "plan", "images.json")
+    nonfinite = {}
+    if os.path.exists(plan_path):
+        with open(plan_path, encoding="utf-8") as handle:
+            nonfinite = json.load(handle).get("nonfinite_lowres_voxels", {})
+    for role, count in nonfinite.items():
+        if count:
+            lines.append(f"  WARNING: {role} image: {count} NaN or infinite voxels on its "
+                         "low-res level, read as background (0)")  # fmt: skip
     field_path = os.path.join(out_dir, "transform", "field.json")
     if os.path.exists(field_path):
         with open(field_path, encoding="utf-8") as handle:

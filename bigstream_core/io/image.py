@@ -36,6 +36,10 @@ class Image:
         origin: z, y, x physical position (µm) of voxel (0, 0, 0).
         lead: for an OME-Zarr array with leading non-spatial axes (t, c), the index taken on
             each (the chosen channel on ``c``, 0 on a singleton axis); () otherwise.
+        nonfinite: what :meth:`read` does with NaN or infinite voxels of a float image:
+            ``"background"`` (read as 0, the value of no tissue, so no stage sees them and no
+            output holds them) or ``"error"`` (:class:`ImageError` naming the image, the
+            region and the count).
 
     The opened store is cached per instance and dropped when pickled.
     """
@@ -49,6 +53,7 @@ class Image:
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     lead: tuple[int, ...] = ()
+    nonfinite: str = "background"
 
     @cached_property
     def _source(self) -> Any:
@@ -65,8 +70,49 @@ class Image:
         return {k: v for k, v in self.__dict__.items() if k != "_source"}
 
     def read(self, region: tuple[slice, slice, slice]) -> np.ndarray:
-        """Voxels of `region` (z, y, x slices with step 1, within the shape) as a numpy array."""
+        """Voxels of `region` (z, y, x slices with step 1, within the shape) as a numpy array,
+        NaN or infinite voxels handled as ``nonfinite`` says."""
         region = self._check_region(region)
+        data = self._read_raw(region)
+        if self.dtype.kind != "f":
+            return data
+        bad = ~np.isfinite(data)
+        if not bad.any():
+            return data
+        if self.nonfinite == "error":
+            bounds = ", ".join(
+                f"{a} {s.start}:{s.stop}" for a, s in zip(_SPATIAL, region, strict=True)
+            )
+            raise ImageError(
+                f"{_where(self.path, self.dataset)}: {int(bad.sum())} NaN or infinite voxels in "
+                f"{bounds}; repair the image, or set the image's `nonfinite: background` to "
+                "read them as 0 (background)"
+            )
+        data = np.array(data, copy=True)
+        data[bad] = 0
+        return data
+
+    def nonfinite_mask(self, region: tuple[slice, slice, slice]) -> np.ndarray | None:
+        """Bool (region's shape): the NaN or infinite voxels of `region` as stored; None when
+        there are none (always for integer images)."""
+        if self.dtype.kind != "f":
+            return None
+        bad = ~np.isfinite(self._read_raw(self._check_region(region)))
+        return bad if bad.any() else None
+
+    def count_nonfinite(self) -> int:
+        """How many voxels are NaN or infinite (0 for integer images), read chunk row by
+        chunk row (memory: one z row of chunks)."""
+        if self.dtype.kind != "f":
+            return 0
+        count = 0
+        for z in range(0, self.shape[0], self.chunks[0]):
+            rows = (slice(z, min(z + self.chunks[0], self.shape[0])), slice(None), slice(None))
+            count += int((~np.isfinite(self._read_raw(self._check_region(rows)))).sum())
+        return count
+
+    def _read_raw(self, region: tuple[slice, slice, slice]) -> np.ndarray:
+        """Voxels of a checked `region` as stored."""
         if self.format == "n5":
             return self._source[region].read().result()
         return self._source[region]
@@ -116,7 +162,9 @@ def _token(image: Image) -> str:
     )
 
 
-_IMAGE_FIELDS = {f.name for f in fields(Image)} - {"path"}
+_IMAGE_FIELDS = {f.name for f in fields(Image)} - {"path", "nonfinite"}
+NONFINITE = ("background", "error")
+"""The choices of :attr:`Image.nonfinite`."""
 
 
 class _ZarrZYX:
@@ -136,6 +184,7 @@ def open_image(
     dataset: str | None = None,
     spacing: tuple[float, float, float] | None = None,
     channel: int | str | None = None,
+    nonfinite: str = "background",
 ) -> Image:
     """Open a 3D volume from its metadata only (no voxel data is read).
 
@@ -149,6 +198,8 @@ def open_image(
         channel: for an OME-Zarr image with a channel axis (``c``), the channel: an index or
             an ``omero.channels`` label (needed when there are several). The bioformats2raw
             layout (the image in the store's group ``0``) is found by itself.
+        nonfinite: ``"background"`` or ``"error"``: what reading NaN or infinite voxels of a
+            float image does (see :class:`Image`).
 
     Raises:
         ImageError: the path, the dataset, the dimensionality, the shape or the spacing is not
@@ -162,6 +213,9 @@ def open_image(
     """
     path = os.fspath(path)
     dataset = (dataset.strip("/") or None) if dataset else None
+    if nonfinite not in NONFINITE:
+        raise ImageError(f"{_where(path, dataset)}: nonfinite {nonfinite!r}; expected one of "
+                         f"{', '.join(NONFINITE)}")  # fmt: skip
     if not os.path.exists(path):
         raise ImageError(f"{_where(path, dataset)}: path does not exist")
     if _detect_format(path, dataset) == "n5":
@@ -184,7 +238,8 @@ def open_image(
             f"{where}: no voxel spacing in the metadata (looked for {found['looked_for']}); "
             "set `spacing` (z y x, µm) in the config for this image"
         )
-    return Image(path=path, **{k: v for k, v in found.items() if k in _IMAGE_FIELDS})
+    return Image(path=path, nonfinite=nonfinite,
+                 **{k: v for k, v in found.items() if k in _IMAGE_FIELDS})  # fmt: skip
 
 
 def _override_spacing(factors: tuple | None, spacing: Any, where: str) -> dict:
