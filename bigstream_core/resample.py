@@ -224,7 +224,8 @@ def resample_block(
     image's channels, on one grid) and write it into level "0" of ``store`` (c, z, y, x).
 
     The transform is computed once for all channels (:func:`transformed_voxels`, ``step``);
-    each channel is cast to the store's dtype. The block must consist of whole chunks (or
+    each channel is cast to the store's dtype and written on its own (memory: one channel's
+    block, whatever the number of channels). The block must consist of whole chunks (or
     shards) of the store (see :func:`~bigstream_core.tiling.block_chunks`), so parallel
     jobs never touch the same one. Returns a manifest: the region and a SHA-256 digest of
     the data (all channels).
@@ -238,12 +239,10 @@ def resample_block(
     moving = channels[0]
     voxels = transformed_voxels(moving, transform, region, fixed.spacing, fixed.origin, step)
     inside = inside_image(moving.shape, voxels)
-    data = np.empty((len(channels), *(s.stop - s.start for s in region)), dtype=level.dtype)
+    digest = hashlib.sha256()  # of all channels, in order: the bytes of level[:, region]
     for channel, block in enumerate(pull_channels(channels, voxels, inside, region, order)):
-        data[channel] = block
-    level[(slice(None), *region)] = data  # one write: a shard is written whole
-    return {
-        "tile": tile.id,
-        "core": [list(bounds) for bounds in tile.core],
-        "sha256": hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest(),
-    }
+        block = block.astype(level.dtype, copy=False)
+        level[(channel, *region)] = block  # one write per channel: its shards whole
+        digest.update(np.ascontiguousarray(block).tobytes())
+    return {"tile": tile.id, "core": [list(bounds) for bounds in tile.core],
+            "sha256": digest.hexdigest()}  # fmt: skip
