@@ -313,8 +313,7 @@ def tile_keypoints(
     The global stage keeps its ``nspots`` strongest of all tiles; the local stage
     its ``nspots`` strongest near each of its tiles.
     """
-    data = image.read(tile.slices("halo"))
-    holes = image.nonfinite_mask(tile.slices("halo"))
+    data, holes = image.read_with_holes(tile.slices("halo"))
     if holes is not None:
         reach = 2 * (math.ceil(max_radius) + border) + 1
         near = ndimage.maximum_filter(holes.view(np.uint8), size=reach).astype(bool)

@@ -72,16 +72,23 @@ class Image:
     def read(self, region: tuple[slice, slice, slice]) -> np.ndarray:
         """Voxels of `region` (z, y, x slices with step 1, within the shape) as a numpy array,
         NaN or infinite voxels handled as ``nonfinite`` says."""
+        return self.read_with_holes(region)[0]
+
+    def read_with_holes(
+        self, region: tuple[slice, slice, slice]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`read`, and where the stored voxels were NaN or infinite (bool, the
+        region's shape; None where there are none, always for integer images)."""
         region = self._check_region(region)
         data = self._read_raw(region)
         if self.dtype.kind != "f":
-            return data
+            return data, None
         bad = ~np.isfinite(data)
         if not bad.any():
-            return data
+            return data, None
         if self.nonfinite == "error":
             bounds = ", ".join(
-                f"{a} {s.start}:{s.stop}" for a, s in zip(_SPATIAL, region, strict=True)
+                f"{axis} {s.start}:{s.stop}" for axis, s in zip(_SPATIAL, region, strict=True)
             )
             raise ImageError(
                 f"{_where(self.path, self.dataset)}: {int(bad.sum())} NaN or infinite voxels in "
@@ -90,15 +97,7 @@ class Image:
             )
         data = np.array(data, copy=True)
         data[bad] = 0
-        return data
-
-    def nonfinite_mask(self, region: tuple[slice, slice, slice]) -> np.ndarray | None:
-        """Bool (region's shape): the NaN or infinite voxels of `region` as stored; None when
-        there are none (always for integer images)."""
-        if self.dtype.kind != "f":
-            return None
-        bad = ~np.isfinite(self._read_raw(self._check_region(region)))
-        return bad if bad.any() else None
+        return data, bad
 
     def count_nonfinite(self) -> int:
         """How many voxels are NaN or infinite (0 for integer images), read chunk row by

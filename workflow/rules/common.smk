@@ -357,18 +357,20 @@ def point_transform_files(wildcards):
 def qc_view_files():
     """What the QC report shows over the fixed image, in stage order: view name -> (file
     name of its overlay, OME-Zarr on the fixed grid, the file that says that Zarr is
-    complete; None, None: the moving image as it is)."""
-    views = {"before": ("overlay_0_before.png", None, None)}
+    complete, the channel shown (None: a z, y, x image); None, None, None: the moving image
+    as it is)."""
+    views = {"before": ("overlay_0_before.png", None, None, None)}
     lowres = {"global affine": "global"}
     if config["local_affine"]["enabled"]:
         lowres["local affines"] = "local"
     for index, (view, stage) in enumerate(lowres.items(), start=1):
         store = result(stage, "moving_lowres_aligned.ome.zarr")
-        views[view] = (f"overlay_{index}_{view.replace(' ', '_')}.png", store, store)
+        views[view] = (f"overlay_{index}_{view.replace(' ', '_')}.png", store, store, None)
     views["aligned (all stages)"] = (
         "overlay_3_aligned.png",
         result("aligned.ome.zarr"),
         result("aligned", "complete.json"),
+        0,  # the registration channel
     )
     return views
 

@@ -6,7 +6,7 @@
 rule qc_report:
     input:
         plan=result("plan", "images.json"),
-        views=[complete for _, _, complete in qc_view_files().values() if complete],
+        views=[complete for _, _, complete, _ in qc_view_files().values() if complete],
         global_report=result("global", "report.json"),
         local_report=result("local", "report.tsv") if config["local_affine"]["enabled"] else [],
         deform_report=result("deform", "report.tsv") if config["deform"]["enabled"] else [],
@@ -22,7 +22,7 @@ rule qc_report:
                 subcategory=SET["name"],
                 labels={"view": view},
             )
-            for view, (name, _, _) in qc_view_files().items()
+            for view, (name, _, _, _) in qc_view_files().items()
         ],
         checkerboard=report(
             written_here("qc", "checkerboard.png"),
@@ -67,7 +67,11 @@ rule qc_report:
     params:
         images=image_config(),
         inputs=INPUTS,
-        stage_images={view: path for view, (_, path, _) in qc_view_files().items() if path},
+        stage_images={
+            view: [path, channel]
+            for view, (_, path, _, channel) in qc_view_files().items()
+            if path
+        },
         version=code_version("qc_report"),
     script:
         "../scripts/qc_report.py"

@@ -26,9 +26,9 @@ fixed = images["fixed"]["highres"]
 grid = DisplayGrid.around(fixed)
 fixed_planes = sample_planes(fixed, grid)
 views = {"before": images["moving"]["highres"]}  # the moving image where it lies, no transform
-views |= {  # the result's first channel is the registration channel
-    stage: open_image(path, "0", channel=0 if path.endswith("/aligned.ome.zarr") else None)
-    for stage, path in snakemake.params.stage_images.items()
+views |= {
+    stage: open_image(path, "0", channel=channel)
+    for stage, (path, channel) in snakemake.params.stage_images.items()
 }
 
 rows = []
