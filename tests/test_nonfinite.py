@@ -46,8 +46,8 @@ def test_a_float_moving_image_with_nan_and_inf_blocks_registers_and_none_reaches
 ):
     """The 'small' pair with its moving image as float32, a NaN block and a +inf block in the
     tissue of both levels: the run finishes, the plan counts them, the summary warns, the
-    result is finite everywhere with 0 in the holes, and the affines land as on the clean
-    pair (mean TRE under 0.5 µm, from 2-3 µm before)."""
+    result is finite everywhere with 0 in the holes, and the global affine lands as on the
+    clean pair (mean TRE under 0.5 µm, from 4.9 µm before)."""
     pair = tmp_path / "pair"
     write_pair(pair, preset("small"), ome_zarr=False)
     holes = {"highres": [(slice(20, 28), slice(60, 76), slice(60, 76)), np.nan],
@@ -64,7 +64,12 @@ def test_a_float_moving_image_with_nan_and_inf_blocks_registers_and_none_reaches
     out = tmp_path / "results"
     config = pair_config(pair, out, **demo_config())
     config["moving"] = {"path": str(pair / "float.n5")}
+    # the global affine alone (0.012 µm on the clean pair), in one key-point tile per image
+    # and one resample block: the holes' effect on it is what is tested, quickly
     config["deform"] = {**config["deform"], "enabled": False}
+    config["local_affine"] = {**config["local_affine"], "enabled": False}
+    config["global_affine"] = {**config["global_affine"], "blocksize": [48, 96, 96]}
+    config["resample"] = {**config["resample"], "blocksize": [80, 160, 160]}
     result = run_snakemake(tmp_path, config)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = json.loads((out / "plan" / "images.json").read_text())["nonfinite_lowres_voxels"]
