@@ -2,7 +2,8 @@
 
 Conventions (docs/design.md): arrays are indexed z, y, x (C order); every coordinate, spacing,
 displacement and matrix row is in µm, z y x; the physical position of voxel index ``i`` is
-``i * spacing`` (origin 0, full resolution) in both images, which share the spacing.
+``i * spacing`` (origin 0, full resolution) in each image (`PhantomSpec.spacing`, and
+`PhantomSpec.moving_spacing` where the moving image has its own).
 
 The ground truth ``T`` maps a fixed-space point to a moving-space point,
 ``T(x) = A (x + d(x))`` with ``A`` a 4x4 affine and ``d`` a smooth displacement defined in fixed
@@ -372,7 +373,10 @@ class PhantomSpec:
     Geometry (z, y, x):
         fixed_shape: fixed image shape, voxels.
         moving_shape: moving image shape, voxels (a different extent from the fixed one).
-        spacing: voxel spacing of both images, µm.
+        spacing: voxel spacing of the fixed image (and of the moving one, unless
+            `moving_spacing` is given), µm.
+        moving_spacing: the moving image's own voxel spacing, µm (None: `spacing`), as when
+            the rounds were imaged with different objectives or z steps.
         tissue_extent: tissue ellipsoid diameters as fractions of the fixed box's extent (the
             boundary is lumpy by about ±8 %); outside it the image is dark background.
         tissue_edge_um: width of the tissue's soft edge, µm.
@@ -441,12 +445,19 @@ class PhantomSpec:
 
     Output:
         dtype: voxel type; integer types are rounded and clipped.
+        moving_dtype: the moving image's voxel type (None: `dtype`).
+        moving_gain: the moving image's counts (noise included) are multiplied by this before
+            the cast, as another camera or bit depth records them (e.g. 1/16 for uint8).
         chunks: dask block shape used for rendering, voxels (does not change any value).
+        lowres_factors: the low-res level's downsampling factors (z, y, x) in `write_pair`, as
+            a pyramid of anisotropic data makes its levels closer to isotropic (e.g. (1, 8, 8)
+            for 4 x 0.5 x 0.5 µm voxels).
     """
 
     fixed_shape: tuple[int, int, int] = (64, 128, 128)
     moving_shape: tuple[int, int, int] = (66, 138, 120)
     spacing: tuple[float, float, float] = (0.84, 0.92, 0.92)
+    moving_spacing: tuple[float, float, float] | None = None
     tissue_extent: tuple[float, float, float] = (0.8, 0.76, 0.76)
     tissue_edge_um: float = 3.0
     tissue_fills_box: bool = False
@@ -485,7 +496,10 @@ class PhantomSpec:
     split_axis: int = 2
     split_width_um: float = 5.0
     dtype: str = "uint16"
+    moving_dtype: str | None = None
+    moving_gain: float = 1.0
     chunks: tuple[int, int, int] = (64, 64, 64)
+    lowres_factors: tuple[int, int, int] = (2, 2, 2)
 
     def __post_init__(self):
         for name in ("fixed_shape", "moving_shape", "chunks"):
@@ -536,6 +550,17 @@ class PhantomSpec:
                 f"deform_amplitude_um {self.deform_amplitude_um} must be in [0, 0.25 * "
                 f"deform_scale_um = {0.25 * self.deform_scale_um}] (smooth, invertible field)"
             )
+
+    def image_spacing(self, image: str) -> tuple[float, float, float]:
+        """The voxel spacing (µm, z y x) of ``image`` ("fixed" or "moving")."""
+        if image == "moving" and self.moving_spacing is not None:
+            return tuple(self.moving_spacing)
+        return tuple(self.spacing)
+
+    def image_dtype(self, image: str) -> np.dtype:
+        """The voxel type of ``image`` ("fixed" or "moving")."""
+        own = self.moving_dtype if image == "moving" else None
+        return np.dtype(own or self.dtype)
 
     @property
     def radius_range_um(self) -> tuple[float, float]:
@@ -709,7 +734,9 @@ def make_truth(spec: PhantomSpec) -> GroundTruth:
     or the halves' slide if `split_shift_um` is set."""
     linear = _rotation(spec.rotation_deg) @ np.diag(spec.scale)
     fixed_centre = _box_centre(spec.fixed_shape, spec.spacing)
-    target = _box_centre(spec.moving_shape, spec.spacing) + np.asarray(spec.shift_um)
+    target = _box_centre(spec.moving_shape, spec.image_spacing("moving")) + np.asarray(
+        spec.shift_um
+    )
     affine = np.eye(4)
     affine[:3, :3] = linear
     affine[:3, 3] = target - linear @ fixed_centre
@@ -836,7 +863,9 @@ def _content_box(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray]:
     if not spec.tissue_fills_box:
         return np.zeros(3), extent
     truth = make_truth(spec)
-    corners = (_CORNERS + 1) / 2 * (np.asarray(spec.moving_shape) - 1) * np.asarray(spec.spacing)
+    corners = (
+        (_CORNERS + 1) / 2 * (np.asarray(spec.moving_shape) - 1) * spec.image_spacing("moving")
+    )
     seen = _as_points(_affine_coords(np.linalg.inv(truth.affine), _as_coords(corners)))
     largest = np.full(2, spec.radius_range_um[1])  # solid and ring
     margin = max(
@@ -1035,7 +1064,8 @@ class _Scene:
         items = footprints.meeting(*bounds)
         start = np.array([a for a, _ in region])
         shape = [b - a for a, b in region]
-        boxes_low, boxes_high = footprints.voxel_boxes(items, self.truth, self.spec.spacing, moving)
+        spacing = self.spec.image_spacing("moving" if moving else "fixed")
+        boxes_low, boxes_high = footprints.voxel_boxes(items, self.truth, spacing, moving)
         boxes_low = np.maximum(boxes_low - start, 0)
         boxes_high = np.minimum(boxes_high - start, shape)
         for j, lo, hi in zip(items, boxes_low, boxes_high, strict=True):
@@ -1100,7 +1130,8 @@ class _Scene:
         spec = self.spec
         region = block_info[None]["array-location"]
         moving = image == "moving"
-        axes = [np.arange(a, b) * s for (a, b), s in zip(region, spec.spacing, strict=True)]
+        spacing = spec.image_spacing(image)
+        axes = [np.arange(a, b) * s for (a, b), s in zip(region, spacing, strict=True)]
         grid = (axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :])
         coords = self.truth.inverse_coords(grid) if moving else grid
         values = self.tissue.intensity(coords)
@@ -1125,7 +1156,9 @@ class _Scene:
         if sigma:
             key = _noise_key(spec.seed, _IMAGE_KEY[image])
             values += np.float32(sigma) * _noise(shape, region, key)
-        dtype = np.dtype(spec.dtype)
+        if moving and spec.moving_gain != 1:
+            values *= np.float32(spec.moving_gain)
+        dtype = spec.image_dtype(image)
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             values = np.clip(np.rint(values), info.min, info.max)
@@ -1137,7 +1170,7 @@ class _Scene:
 
 
 def make_pair(spec: PhantomSpec) -> tuple[da.Array, da.Array, GroundTruth]:
-    """Lazy fixed and moving images (z y x, ``spec.dtype``, blocks ``spec.chunks``) and the
+    """Lazy fixed and moving images (z y x, their dtypes, blocks ``spec.chunks``) and the
     truth. Cells are drawn now; voxels are rendered block by block when computed."""
     scene = _Scene(spec)
     token = tokenize(spec)
@@ -1148,8 +1181,8 @@ def make_pair(spec: PhantomSpec) -> tuple[da.Array, da.Array, GroundTruth]:
             da.map_blocks(
                 functools.partial(scene.render, image),
                 chunks=chunks,
-                dtype=spec.dtype,
-                meta=np.empty((0, 0, 0), dtype=spec.dtype),
+                dtype=spec.image_dtype(image),
+                meta=np.empty((0, 0, 0), dtype=spec.image_dtype(image)),
                 name=f"phantom-{image}-{token}",
             )
         )
@@ -1161,29 +1194,31 @@ def write_pair(
 ) -> dict[str, str]:
     """Write a pair and its truth under ``out_dir``.
 
-    Writes ``fixed.n5`` and ``moving.n5`` (datasets ``highres``, and ``lowres``: the 2x2x2 mean
-    of highres, trimmed to even sizes, rounded to the dtype), ``fixed.ome.zarr`` and
-    ``moving.ome.zarr`` (multiscale; skipped with ``ome_zarr=False``), ``truth.json``
-    (`GroundTruth.to_json`, with the spec as metadata) and ``truth_affine.txt`` (the 4x4
-    ``A``). Returns the paths written, by name.
+    Writes ``fixed.n5`` and ``moving.n5`` (datasets ``highres``, and ``lowres``: the mean over
+    `PhantomSpec.lowres_factors` voxels of highres, trimmed to whole multiples, rounded to the
+    dtype), ``fixed.ome.zarr`` and ``moving.ome.zarr`` (multiscale; skipped with
+    ``ome_zarr=False``), ``truth.json`` (`GroundTruth.to_json`, with the spec as metadata) and
+    ``truth_affine.txt`` (the 4x4 ``A``). Returns the paths written, by name.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fixed, moving, truth = make_pair(spec)
     written = {}
+    factors = tuple(spec.lowres_factors)
     for image, data in (("fixed", fixed), ("moving", moving)):
         n5 = out / f"{image}.n5"
-        high = write_n5(data, n5, "highres", spec.spacing, chunks=spec.chunks)
+        spacing = spec.image_spacing(image)
+        high = write_n5(data, n5, "highres", spacing, chunks=spec.chunks)
         mean = da.coarsen(
-            np.mean, high.to_dask().astype(np.float64), {0: 2, 1: 2, 2: 2}, trim_excess=True
+            np.mean, high.to_dask().astype(np.float64), dict(enumerate(factors)), trim_excess=True
         )
         if np.issubdtype(high.dtype, np.integer):
             mean = da.round(mean)
-        write_n5(mean.astype(high.dtype), n5, "lowres", spec.spacing, (2, 2, 2), spec.chunks)
+        write_n5(mean.astype(high.dtype), n5, "lowres", spacing, factors, spec.chunks)
         written[f"{image}_n5"] = str(n5)
         if ome_zarr:
             zarr_path = out / f"{image}.ome.zarr"
-            write_ome_zarr(zarr_path, high.to_dask(), spec.spacing, chunks=spec.chunks, name=image)
+            write_ome_zarr(zarr_path, high.to_dask(), spacing, chunks=spec.chunks, name=image)
             written[f"{image}_ome_zarr"] = str(zarr_path)
     written["truth_json"] = str(out / "truth.json")
     truth.to_json(written["truth_json"], metadata={"phantom_spec": dataclasses.asdict(spec)})

@@ -26,6 +26,7 @@ from bigstream_core.phantom import (
     preset,
     write_pair,
 )
+from bigstream_core.resample import resample
 
 REAL_PERCENTILES = {1: 216, 50: 279, 90: 449, 99: 890, 99.9: 1441}
 """Low-res percentiles (counts) of real light-sheet data, which `dense` imitates."""
@@ -405,3 +406,28 @@ def test_dense_spec_and_cli(tmp_path):
     expected = dense(another_round(preset("tiny")), (3.0, 6.0))
     expected = dataclasses.replace(expected, seed=2, deform_amplitude_um=1.0)
     assert written == json.loads(json.dumps(dataclasses.asdict(expected)))
+
+
+def test_a_moving_round_at_its_own_spacing_and_dtype_shows_the_same_scene(tmp_path):
+    """`moving_spacing`, `moving_dtype`, `moving_gain` and `lowres_factors`: the moving image is
+    rendered on its own grid and type, and pulled back through the truth it is the fixed one
+    (a sampling of the same scene, scaled by the gain)."""
+    spec = dataclasses.replace(
+        preset("tiny"), noise_sigma=0.0, moving_spacing=(0.7, 1.1, 0.95), moving_dtype="uint8",
+        moving_gain=1 / 16, lowres_factors=(1, 2, 2),
+    )  # fmt: skip
+    paths = write_pair(tmp_path / "pair", spec, ome_zarr=False)
+    fixed = open_image(paths["fixed_n5"], "highres")
+    moving = open_image(paths["moving_n5"], "highres")
+    assert moving.spacing == pytest.approx(spec.moving_spacing) and moving.dtype == np.uint8
+    assert fixed.spacing == pytest.approx(spec.spacing) and fixed.dtype == np.uint16
+    low = open_image(paths["moving_n5"], "lowres")
+    assert low.spacing == pytest.approx(np.multiply(spec.moving_spacing, (1, 2, 2)))
+    assert low.shape == (spec.moving_shape[0], spec.moving_shape[1] // 2, spec.moving_shape[2] // 2)
+    truth = GroundTruth.from_json(paths["truth_json"])
+    pulled = resample(moving, truth, fixed.shape, fixed.spacing, order=1).compute()
+    values = fixed.read((slice(None),) * 3).astype(float) / 16
+    inside = pulled > 0
+    assert inside.mean() > 0.5
+    assert np.corrcoef(pulled[inside], values[inside])[0, 1] > 0.9
+    assert np.median(np.abs(pulled[inside] - values[inside])) < 2  # counts of the uint8 round
