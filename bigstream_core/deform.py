@@ -286,15 +286,21 @@ def register_levels(levels: list[Level], spacing, params: DeformParams) -> tuple
 
 def tile_levels(
     fixed: Image, moving: Image, transform: PointMap, tile: Tile, params: DeformParams
-) -> list[Level]:
+) -> tuple[list[Level], dict[str, int]]:
     """The levels of one block: the fixed block read over ``tile``'s halo and
     smoothed; the moving image read once over the window the block maps to,
     smoothed in its own voxels by the same physical width, and sampled at each
     level's grid points only, through ``transform`` (the affine stages, fixed ->
     moving). Voxels at or below ``params.mask_threshold`` in the fixed block, or
-    mapping outside the moving image, are masked."""
+    mapping outside the moving image, are masked.
+
+    Also returns how many NaN or infinite voxels (read as 0) the two reads met, from the
+    reads themselves: ``{"nonfinite_fixed": ..., "nonfinite_moving": ...}`` (the fixed
+    block's halo and the moving window included, so overlapping blocks count a voxel
+    more than once)."""
     region = tile.slices("halo")
-    fixed_block = fixed.read(region).astype(np.float32)
+    fixed_block, fixed_holes = fixed.read_with_holes(region)
+    fixed_block = fixed_block.astype(np.float32)
     foreground = fixed_block > params.mask_threshold
     plan = list(zip(params.shrink_factors, params.smooth_sigmas, strict=True))
     voxels = [
@@ -306,8 +312,9 @@ def tile_levels(
     widest = max(level_sigma(shrink, sigma) for shrink, sigma in plan)
     margin = int(np.ceil(4 * widest * to_moving.max())) + max(params.shrink_factors) + 1
     window = source_window(moving, np.concatenate(voxels, axis=1), margin)
+    source, moving_holes = (None, None) if window is None else moving.read_with_holes(window)
     fixed_levels = level_cascade(fixed_block, plan)
-    moving_levels = _moving_levels(moving, window, voxels, plan, to_moving)
+    moving_levels = _moving_levels(moving, source, window, voxels, plan, to_moving)
     levels = []
     for (shrink, _), level_fixed, (values, inside) in zip(
         plan, fixed_levels, moving_levels, strict=True
@@ -315,18 +322,21 @@ def tile_levels(
         values, inside = values.reshape(level_fixed.shape), inside.reshape(level_fixed.shape)
         mask = foreground[::shrink, ::shrink, ::shrink] & inside
         levels.append(Level(shrink, level_fixed, values, mask))
-    return levels
+    counts = {"nonfinite_fixed": fixed.count_holes(fixed_holes),
+              "nonfinite_moving": moving.count_holes(moving_holes)}  # fmt: skip
+    return levels, counts
 
 
-def _moving_levels(moving: Image, window, voxels, plan, to_moving) -> list:
-    """The moving image's values at each level's points ``voxels`` (3, N moving voxel
+def _moving_levels(moving: Image, source, window, voxels, plan, to_moving) -> list:
+    """The moving image's values (``source``: its ``window``, read; None when the block
+    misses the image) at each level's points ``voxels`` (3, N moving voxel
     coordinates per level, coarse to fine), smoothed by the level's width converted to
     moving voxels, and whether each point lies inside the moving image: ``(values, inside)``
-    per level, coarse to fine. The window is read once; like the fixed levels, each
+    per level, coarse to fine. Like the fixed levels, each
     coarser source is smoothed and subsampled from the next finer one, when the shrink
     factors divide each other and the finer smoothing bounds aliasing (else from the
     window at full resolution)."""
-    source = None if window is None else moving.read(window).astype(np.float32)
+    source = None if source is None else source.astype(np.float32)
     start = None if window is None else np.array([s.start for s in window], dtype=np.float32)
     results, finer, factor, done = [], source, 1, np.zeros(3)
     for (shrink, sigma), points in zip(reversed(plan), reversed(voxels), strict=True):
@@ -362,13 +372,14 @@ def register_tile(
 
     Works on the levels of :func:`tile_levels` (the full-res moving block is
     never formed); a block whose finest level has no unmasked voxel gets a
-    zero field.
+    zero field. The report counts the NaN or infinite voxels the block read
+    (``nonfinite_fixed``, ``nonfinite_moving``; see :func:`tile_levels`).
     """
     shape = tuple(stop - start for start, stop in tile.halo)
-    levels = tile_levels(fixed, moving, transform, tile, params)
+    levels, nonfinite = tile_levels(fixed, moving, transform, tile, params)
     mask = levels[-1].mask
     row = {"tile": tile.id, "voxels": math.prod(shape), "masked_share": 1.0 - float(mask.mean()),
-           "field_shrink": levels[-1].shrink}  # fmt: skip
+           "field_shrink": levels[-1].shrink, **nonfinite}  # fmt: skip
     if not mask.any():
         field = np.zeros((*mask.shape, 3), dtype=np.float32)
         return field, {**row, "status": "empty", "ncc_before": np.nan, "ncc_after": np.nan,
