@@ -30,6 +30,16 @@ The method (written here with scipy.ndimage, no registration library):
   ``stop_tolerance`` is undone and retried at half the length; a level stops
   after ``iterations`` steps or when ``MAX_HALVINGS`` halvings in a row did not
   help (the metric stopped improving). The best field is kept.
+
+NaN or infinite voxels of either image are read as 0: holes with sharp edges, which the
+metric would align like tissue edges. Like the background below ``mask_threshold``, they
+are left out of the metric, with a margin: every level voxel whose smoothed value takes
+more than :data:`HOLE_SHARE` of its weight from a hole (the hole's blurred rim, which
+reads as a false edge). The moving image's holes are placed where each level's starting
+field puts them (:func:`clear_of_holes`). The NCC window is not widened around them: a
+masked voxel gets no update of its own, only its neighbours' through the smoothing, so a
+wider margin starves more of the field (on a dense phantom, a margin grown by the window
+took the error next to a hole from 0.50 to 0.71 voxel RMS).
 """
 
 from __future__ import annotations
@@ -48,6 +58,9 @@ from bigstream_core.tiling import Tile
 from bigstream_core.transforms import PointMap
 
 _EPS = 1e-6
+HOLE_SHARE = 0.1
+"""A level voxel whose smoothed value takes more than this share of its weight from NaN or
+infinite voxels (read as 0) is left out of the metric: it is dimmed by more than 10 %."""
 MAX_HALVINGS = 4  # a level stops when this many halvings of the step in a row did not help
 GRADIENTS = ("moving", "symmetric")
 """``DeformParams.gradient``: the image gradient the update follows. ``moving``: the warped
@@ -202,12 +215,28 @@ def register_level(
 @dataclass(frozen=True)
 class Level:
     """One resolution level of a block: both images and the mask on the level's grid
-    (every ``shrink``-th full-res voxel from the block's first one)."""
+    (every ``shrink``-th full-res voxel from the block's first one). ``moving_holes``
+    (float32, the level's shape; None: the moving image read no NaN or infinite voxel):
+    the share of each moving sample's weight that comes from the moving image's holes,
+    before any field (the fixed image's holes are out of ``mask`` already)."""
 
     shrink: int
     fixed: np.ndarray
     moving: np.ndarray
     mask: np.ndarray
+    moving_holes: np.ndarray | None = None
+
+
+def clear_of_holes(level: Level, field: np.ndarray, spacing) -> np.ndarray:
+    """``level.mask`` less the voxels that the moving image's holes reach (more than
+    :data:`HOLE_SHARE`) where ``field`` ((3, z, y, x) µm; ``spacing``: the level's voxel
+    size, µm, z y x) puts them."""
+    if level.moving_holes is None:
+        return level.mask
+    grid = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in level.fixed.shape),
+                       indexing="ij")  # fmt: skip
+    scale = (1.0 / np.asarray(spacing, dtype=np.float32))[:, None, None, None]
+    return level.mask & (warp(level.moving_holes, field * scale, grid) <= HOLE_SHARE)
 
 
 def level_sigma(shrink: int, sigma: float) -> float:
@@ -269,10 +298,11 @@ def register_levels(levels: list[Level], spacing, params: DeformParams) -> tuple
             field = np.moveaxis(
                 resize_field(np.moveaxis(field, 0, -1), level.fixed.shape, factor), -1, 0
             )
-        field, report = register_level(level.fixed, level.moving, level.mask, field,
+        mask = clear_of_holes(level, field, spacing * level.shrink)
+        field, report = register_level(level.fixed, level.moving, mask, field,
                                        spacing * level.shrink, iterations, radius,
                                        params)  # fmt: skip
-        unregistered = level_metric(level.fixed, level.moving, level.mask, radius)
+        unregistered = level_metric(level.fixed, level.moving, mask, radius)
         reports.append({"shrink": level.shrink, "metric_unregistered": unregistered, **report})
         field_factor = level.shrink
     return np.ascontiguousarray(np.moveaxis(field, 0, -1), dtype=np.float32), {
@@ -292,7 +322,9 @@ def tile_levels(
     smoothed in its own voxels by the same physical width, and sampled at each
     level's grid points only, through ``transform`` (the affine stages, fixed ->
     moving). Voxels at or below ``params.mask_threshold`` in the fixed block, or
-    mapping outside the moving image, are masked.
+    mapping outside the moving image, are masked; so are those that the fixed
+    block's NaN or infinite voxels reach (see the module's docstring), and the moving
+    window's are kept per level (:attr:`Level.moving_holes`).
 
     Also returns how many NaN or infinite voxels (read as 0) the two reads met, from the
     reads themselves: ``{"nonfinite_fixed": ..., "nonfinite_moving": ...}`` (the fixed
@@ -315,13 +347,22 @@ def tile_levels(
     source, moving_holes = (None, None) if window is None else moving.read_with_holes(window)
     fixed_levels = level_cascade(fixed_block, plan)
     moving_levels = _moving_levels(moving, source, window, voxels, plan, to_moving)
+    none = [None] * len(plan)
+    fixed_shares = none if fixed_holes is None else level_cascade(fixed_holes, plan)
+    moving_shares = none if moving_holes is None else [
+        share for share, _ in _moving_levels(moving, moving_holes, window, voxels, plan, to_moving)
+    ]  # fmt: skip
     levels = []
-    for (shrink, _), level_fixed, (values, inside) in zip(
-        plan, fixed_levels, moving_levels, strict=True
+    for (shrink, _), level_fixed, (values, inside), fixed_share, moving_share in zip(
+        plan, fixed_levels, moving_levels, fixed_shares, moving_shares, strict=True
     ):
         values, inside = values.reshape(level_fixed.shape), inside.reshape(level_fixed.shape)
         mask = foreground[::shrink, ::shrink, ::shrink] & inside
-        levels.append(Level(shrink, level_fixed, values, mask))
+        if fixed_share is not None:
+            mask &= fixed_share <= HOLE_SHARE
+        if moving_share is not None:
+            moving_share = moving_share.reshape(level_fixed.shape)
+        levels.append(Level(shrink, level_fixed, values, mask, moving_share))
     counts = {"nonfinite_fixed": fixed.count_holes(fixed_holes),
               "nonfinite_moving": moving.count_holes(moving_holes)}  # fmt: skip
     return levels, counts
