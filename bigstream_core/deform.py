@@ -38,8 +38,10 @@ more than :data:`HOLE_SHARE` of its weight from a hole (the hole's blurred rim, 
 reads as a false edge). The moving image's holes are placed where each level's starting
 field puts them (:func:`clear_of_holes`). The NCC window is not widened around them: a
 masked voxel gets no update of its own, only its neighbours' through the smoothing, so a
-wider margin starves more of the field (on a dense phantom, a margin grown by the window
-took the error next to a hole from 0.50 to 0.71 voxel RMS).
+wider margin starves more of the field (on a `dense` phantom block, the RMS error within 8
+voxels of a moving hole: 0.48 voxel with this margin, 0.71 with the window added, 0.50
+unmasked; on test_deform's sparse cells the worst error there went from 4.3 voxels
+unmasked to 1.1, tests/test_nonfinite.py).
 """
 
 from __future__ import annotations
