@@ -349,6 +349,7 @@ def tile_levels(
     source, moving_holes = (None, None) if window is None else moving.read_with_holes(window)
     fixed_levels = level_cascade(fixed_block, plan)
     moving_levels = _moving_levels(moving, source, window, voxels, plan, to_moving)
+    del source  # memory: the hole mask's pass below holds no second window
     none = [None] * len(plan)
     fixed_shares = none if fixed_holes is None else level_cascade(fixed_holes, plan)
     moving_shares = none if moving_holes is None else [
@@ -379,7 +380,7 @@ def _moving_levels(moving: Image, source, window, voxels, plan, to_moving) -> li
     coarser source is smoothed and subsampled from the next finer one, when the shrink
     factors divide each other and the finer smoothing bounds aliasing (else from the
     window at full resolution)."""
-    source = None if source is None else source.astype(np.float32)
+    source = None if source is None else np.asarray(source, dtype=np.float32)
     start = None if window is None else np.array([s.start for s in window], dtype=np.float32)
     results, finer, factor, done = [], source, 1, np.zeros(3)
     for (shrink, sigma), points in zip(reversed(plan), reversed(voxels), strict=True):

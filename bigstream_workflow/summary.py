@@ -71,8 +71,10 @@ def nonfinite_lines(out_dir: str) -> list[str]:
                 counts = {role: int(float(row.get(f"nonfinite_{role}") or 0))
                           for role in ("fixed", "moving")}  # fmt: skip
                 stages["deform"].append((row["tile"], counts))
-    for block in _read_json(os.path.join(out_dir, "aligned", "complete.json")).get("blocks", []):
-        stages["resample"].append((block["tile"], {"moving": sum(block["nonfinite_moving"])}))
+    aligned = _read_json(os.path.join(out_dir, "aligned", "complete.json"))
+    for block in aligned.get("blocks", []):  # a record from before the counts: none
+        counts = {"moving": sum(block.get("nonfinite_moving", []))}
+        stages["resample"].append((block["tile"], counts))
     for stage, blocks in stages.items():
         hit = [tile for tile, counts in blocks if any(counts.values())]
         if not hit:
