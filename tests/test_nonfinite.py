@@ -130,6 +130,7 @@ def test_key_points_keep_clear_of_a_hole_whose_edges_make_blobs(deformed):
     points of a tile keep max_radius + cc_radius voxels away from it, and find as many
     elsewhere."""
     data = deformed[0]
+    assert data[HOLE].mean() > 5 * DEFORMED.background_level  # bright tissue
     holed = data.copy()
     holed[HOLE] = np.nan
     min_radius, max_radius, border = 1.5, 5, 8  # the demo's key points
