@@ -161,7 +161,7 @@ def resample_region(
     """
     voxels = transformed_voxels(moving, transform, region, fixed_spacing, fixed_origin, step)
     inside = inside_image(moving.shape, voxels)
-    (result,) = pull_channels([moving], voxels, inside, region, order)
+    ((result, _),) = pull_channels([moving], voxels, inside, region, order)
     return (result, inside.reshape(result.shape)) if return_inside else result
 
 
@@ -171,16 +171,19 @@ def pull_channels(
     """Each of ``channels`` (images on one grid: the channels of a moving image) at the
     voxel coordinates ``voxels`` (3, N; used up) of the fixed-grid ``region``, one block
     (region's shape, the channel's dtype) after the other; 0 where ``inside`` is False.
-    The window the coordinates need is found once and read from each channel in turn."""
+    The window the coordinates need is found once and read from each channel in turn.
+    Yields ``(block, nonfinite)``: ``nonfinite`` the NaN or infinite voxels in the
+    channel's window (read as 0), counted on that read."""
     shape = tuple(s.stop - s.start for s in region)
     window = source_window(channels[0], voxels, max(order, 1))
     for image in channels:
         if window is None:
-            yield np.zeros(shape, dtype=image.dtype)
+            yield np.zeros(shape, dtype=image.dtype), 0
             continue
-        values = sample(image.read(window), window, voxels, order)
+        data, holes = image.read_with_holes(window)
+        values = sample(data, window, voxels, order)
         values[~inside] = 0
-        yield cast_like(values, image.dtype).reshape(shape)
+        yield cast_like(values, image.dtype).reshape(shape), image.count_holes(holes)
 
 
 def resample(
@@ -227,8 +230,9 @@ def resample_block(
     each channel is cast to the store's dtype and written on its own (memory: one channel's
     block, whatever the number of channels). The block must consist of whole chunks (or
     shards) of the store (see :func:`~bigstream_core.tiling.block_chunks`), so parallel
-    jobs never touch the same one. Returns a manifest: the region and a SHA-256 digest of
-    the data (all channels).
+    jobs never touch the same one. Returns a manifest: the region, a SHA-256 digest of
+    the data (all channels) and ``nonfinite_moving``, the NaN or infinite voxels (read as
+    0) in the moving windows read, per channel.
     """
     region = tile.slices("core")
     level = zarr.open_array(store, path="0", mode="r+")
@@ -240,9 +244,12 @@ def resample_block(
     voxels = transformed_voxels(moving, transform, region, fixed.spacing, fixed.origin, step)
     inside = inside_image(moving.shape, voxels)
     digest = hashlib.sha256()  # of all channels, in order: the bytes of level[:, region]
-    for channel, block in enumerate(pull_channels(channels, voxels, inside, region, order)):
+    nonfinite = []
+    pulled = pull_channels(channels, voxels, inside, region, order)
+    for channel, (block, holes) in enumerate(pulled):
         block = block.astype(level.dtype, copy=False)
         level[(channel, *region)] = block  # one write per channel: its shards whole
         digest.update(np.ascontiguousarray(block).tobytes())
+        nonfinite.append(holes)
     return {"tile": tile.id, "core": [list(bounds) for bounds in tile.core],
-            "sha256": digest.hexdigest()}  # fmt: skip
+            "sha256": digest.hexdigest(), "nonfinite_moving": nonfinite}  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
@@ -14,15 +15,7 @@ def run_summary(out_dir: str, tile_counts: dict[str, int]) -> str:
     lines.append(f"  plan:    {os.path.join(out_dir, 'plan', 'images.json')}")
     for name, count in tile_counts.items():
         lines.append(f"    grid {name}: {count} tiles")
-    plan_path = os.path.join(out_dir, "plan", "images.json")
-    nonfinite = {}
-    if os.path.exists(plan_path):
-        with open(plan_path, encoding="utf-8") as handle:
-            nonfinite = json.load(handle).get("nonfinite_lowres_voxels", {})
-    for role, count in nonfinite.items():
-        if count:
-            lines.append(f"  WARNING: {role} image: {count} NaN or infinite voxels on its "
-                         "low-res level, read as background (0)")  # fmt: skip
+    lines += nonfinite_lines(out_dir)
     field_path = os.path.join(out_dir, "transform", "field.json")
     if os.path.exists(field_path):
         with open(field_path, encoding="utf-8") as handle:
@@ -53,6 +46,56 @@ def run_summary(out_dir: str, tile_counts: dict[str, int]) -> str:
             )
     lines += stage_ncc_lines(os.path.join(out_dir, "qc", "metrics.tsv"))
     return "\n".join(lines)
+
+
+LISTED_BLOCKS = 10
+"""Most block ids a warning about NaN or infinite voxels names."""
+
+
+def nonfinite_lines(out_dir: str) -> list[str]:
+    """Warnings for the NaN or infinite voxels the run read as background (0): each image's
+    count on its low-res level (the plan's), and per block stage (deform, resample) the
+    sums of the blocks' own counts of what they read (halos and windows included, so a
+    voxel read by two blocks counts twice) and the blocks that met any."""
+    lines = []
+    plan = _read_json(os.path.join(out_dir, "plan", "images.json"))
+    for role, count in plan.get("nonfinite_lowres_voxels", {}).items():
+        if count:
+            lines.append(f"  WARNING: {role} image: {count} NaN or infinite voxels on its "
+                         "low-res level, read as background (0)")  # fmt: skip
+    stages = {"deform": [], "resample": []}  # per block: id, {image: count}
+    deform_path = os.path.join(out_dir, "deform", "report.tsv")
+    if os.path.exists(deform_path):
+        with open(deform_path, encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                counts = {role: int(float(row.get(f"nonfinite_{role}") or 0))
+                          for role in ("fixed", "moving")}  # fmt: skip
+                stages["deform"].append((row["tile"], counts))
+    aligned = _read_json(os.path.join(out_dir, "aligned", "complete.json"))
+    for block in aligned.get("blocks", []):  # a record from before the counts: none
+        counts = {"moving": sum(block.get("nonfinite_moving", []))}
+        stages["resample"].append((block["tile"], counts))
+    for stage, blocks in stages.items():
+        hit = [tile for tile, counts in blocks if any(counts.values())]
+        if not hit:
+            continue
+        roles = dict.fromkeys(role for _, counts in blocks for role in counts)
+        totals = {role: sum(counts.get(role, 0) for _, counts in blocks) for role in roles}
+        named = ", ".join(hit[:LISTED_BLOCKS]) + (", ..." if len(hit) > LISTED_BLOCKS else "")
+        lines.append(
+            f"  WARNING: {stage} blocks read NaN or infinite voxels as background (0): "
+            + ", ".join(f"{role} {count}" for role, count in totals.items())
+            + f" (halos included), in {len(hit)} of {len(blocks)} blocks: {named}"
+        )
+    return lines
+
+
+def _read_json(path: str) -> dict:
+    """The JSON object in ``path``; {} when there is no such file."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def stage_ncc_lines(metrics_path: str) -> list[str]:

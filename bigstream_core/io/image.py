@@ -99,6 +99,10 @@ class Image:
         data[bad] = 0
         return data, bad
 
+    def count_holes(self, holes: np.ndarray | None) -> int:
+        """How many voxels a hole mask of :meth:`read_with_holes` marks (0 for None)."""
+        return 0 if holes is None else int(holes.sum())
+
     def count_nonfinite(self) -> int:
         """How many voxels are NaN or infinite (0 for integer images), read chunk row by
         chunk row (memory: one z row of chunks)."""

@@ -66,6 +66,10 @@ if snakemake.input.deform_report:
     metrics.loc[stage, "failed_share"] = (deform["status"] != "ok").mean()
     metrics.loc[stage, "ncc_gain_mean"] = deform["ncc_gain"].mean()
     maps["deform NCC gain"] = tile_values(deform, "ncc_gain")
+    deform["nonfinite"] = deform["nonfinite_fixed"] + deform["nonfinite_moving"]
+    metrics.loc[stage, "nonfinite_blocks"] = int((deform["nonfinite"] > 0).sum())
+    if metrics.loc[stage, "nonfinite_blocks"]:  # which blocks read NaN or infinite voxels
+        maps["deform NaN/inf voxels read"] = tile_values(deform, "nonfinite")
     field = json.loads(open(snakemake.input.field).read())
     metrics.loc[stage, "jacobian_min"] = field["jacobian_min"]
     metrics.loc[stage, "folded_share"] = field["folded_voxels"] / math.prod(field["shape"][:3])
