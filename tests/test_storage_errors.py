@@ -150,3 +150,55 @@ def test_a_decorated_resource_function_gets_the_attempt_that_sizes(tmp_path, mon
     assert mem_mb(Wildcards(batch="z0_y0_x0"), 2, "deform_block") == 1000
     assert mem_mb(Wildcards(batch="z0_y0_x1"), 2, "deform_block") == 2000
     assert mem_mb.__doc__ == "A job's memory."
+
+
+@pytest.fixture
+def full_keypoint_folder(tmp_path):
+    """``<output_dir>/global/keypoints/fixed`` on a 64 kB tmpfs filled to the last byte: a
+    real full disk where the first key point job writes (output_dir is ``tmp_path/out``)."""
+    folder = tmp_path / "out" / "global" / "keypoints" / "fixed"
+    folder.mkdir(parents=True)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                                 capture_output=True, text=True)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("no `mount` command to make a full filesystem")
+    if mounted.returncode != 0:
+        pytest.skip(f"making a full filesystem needs mount privileges: {mounted.stderr.strip()}")
+    try:
+        with open(folder / "filler", "wb", buffering=0) as filler, pytest.raises(OSError) as full:
+            while True:
+                filler.write(b"\0" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_a_job_on_a_full_disk_says_one_line_and_its_retry_asks_for_the_same_memory(
+    tmp_path, tiny_pair, full_keypoint_folder
+):
+    from tests.conftest import pair_config, run_snakemake
+
+    target = full_keypoint_folder / "z0_y0_x0.parquet"
+    config = pair_config(tiny_pair, tmp_path / "out")
+    done = run_snakemake(tmp_path / "work", config, "--retries", "1", str(target))
+    assert done.returncode == 1
+    line = (
+        f"bigstream-workflow: disk full writing {target} (rule detect_keypoints, image fixed, "
+        f"tile z0_y0_x0): free space (or inodes) on the filesystem at {full_keypoint_folder} "
+        "(0 B free of 65.5 kB) or move output_dir, then re-run"
+    )
+    # each attempt: Snakemake's job header (its resources last), the line, Snakemake's error
+    attempts = done.stderr.split("localrule detect_keypoints:")[1:]
+    assert len(attempts) == 2 and "Trying to restart job" in attempts[0], done.stderr
+    resources = []
+    for attempt in attempts:
+        header, _, rest = attempt.partition("\n    resources: ")
+        resources.append(rest.partition("\n")[0])
+        assert rest.partition("\n")[2].startswith(f"{line}\nRuleException:"), done.stderr
+    assert "mem_mb=" in resources[0] and resources[1] == resources[0]  # not twice the memory
+    logged = (tmp_path / "out" / "logs" / "detect_keypoints" / "fixed" / "z0_y0_x0.log")
+    logged = logged.read_text().splitlines()
+    assert logged[0] == line and "Traceback (most recent call last):" in logged
