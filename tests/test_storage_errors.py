@@ -120,6 +120,17 @@ def test_a_log_that_cannot_be_written_is_the_line_on_stderr(tmp_path):
     assert len(done.stderr.splitlines()) == 1
 
 
+def test_a_log_that_fills_its_disk_is_one_more_line_not_a_logging_error_per_record(tmp_path):
+    done = run_script(tmp_path, "/dev/full")  # opens, and every write is a real ENOSPC
+    assert done.returncode == 1
+    errors = [entry for entry in done.stderr.splitlines() if "INFO" not in entry]
+    assert [entry.split(" (rule")[0] for entry in errors] == [
+        "bigstream-workflow: disk full writing /dev/full",
+        "bigstream-workflow: disk full writing out/blocks/z0_y0_x1.json",
+    ], done.stderr
+    assert Path("/dev/full").is_char_device()  # the log was not rewritten
+
+
 def test_retries_after_storage_failures_keep_the_first_attempts_resources(tmp_path):
     records = tmp_path / "records"
     job = {"table": "pts"}
@@ -199,6 +210,6 @@ def test_a_job_on_a_full_disk_says_one_line_and_its_retry_asks_for_the_same_memo
         resources.append(rest.partition("\n")[0])
         assert rest.partition("\n")[2].startswith(f"{line}\nRuleException:"), done.stderr
     assert "mem_mb=" in resources[0] and resources[1] == resources[0]  # not twice the memory
-    logged = (tmp_path / "out" / "logs" / "detect_keypoints" / "fixed" / "z0_y0_x0.log")
+    logged = tmp_path / "out" / "logs" / "detect_keypoints" / "fixed" / "z0_y0_x0.log"
     logged = logged.read_text().splitlines()
     assert logged[0] == line and "Traceback (most recent call last):" in logged
