@@ -3,6 +3,7 @@ traceback in the log only, and retries that do not ask for more memory."""
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,12 @@ def test_a_job_on_a_full_disk_says_one_line_and_its_retry_asks_for_the_same_memo
     logged = tmp_path / "out" / "logs" / "detect_keypoints" / "fixed" / "z0_y0_x0.log"
     logged = logged.read_text().splitlines()
     assert logged[0] == line and "Traceback (most recent call last):" in logged
+
+
+def test_every_resource_function_of_the_attempt_skips_storage_failures():
+    rules = ROOT / "workflow" / "rules"
+    for path in rules.glob("*.smk"):
+        text = path.read_text()
+        assert not re.search(r"lambda[^:]*\battempt\b", text), path  # undecorated
+        for match in re.finditer(r"^def \w+\([^)]*\battempt\b", text, re.M):
+            assert text[: match.start()].endswith("@resource_attempts\n"), match.group()

@@ -138,6 +138,9 @@ def mask_files(role):
     return [result("masks", f"{role}.npy")] if masked(role) else []
 
 
+# Memory and time grow with the retry attempt, counting only attempts that did not fail on
+# a full or unwritable disk (@resource_attempts: bigstream_workflow.retries); every resource
+# function of `attempt` is decorated (tests/test_storage_errors.py checks).
 @resource_attempts
 def refine_mem_mb(wildcards, attempt):
     """Memory of the global refinement: both low-res levels and their pyramids."""
