@@ -26,21 +26,25 @@ from collections.abc import Mapping, Sequence
 SPACE, FOLDER = "space", "folder"
 MOVE = "or move output_dir, then re-run"
 
-# errno -> (what happened, which place the advice names, the advice about it: {where})
+# errno -> (what happened to which path, which place the advice names, the advice: {where}).
+# Space errors happen writing; permission and I/O errors reading an input too, so those say
+# "on" the path.
 STORAGE_ERRORS: dict[int, tuple[str, str, str]] = {
-    errno.ENOSPC: ("disk full", SPACE, f"free space (or inodes) on {{where}} {MOVE}"),
-    errno.EDQUOT: ("disk quota exceeded", SPACE, f"free space in your quota on {{where}} {MOVE}"),
-    errno.EFBIG: ("file too large", SPACE,
+    errno.ENOSPC: ("disk full writing", SPACE, f"free space (or inodes) on {{where}} {MOVE}"),
+    errno.EDQUOT: ("disk quota exceeded writing", SPACE,
+                   f"free space in your quota on {{where}} {MOVE}"),
+    errno.EFBIG: ("file too large writing", SPACE,
                   f"raise the file size limit (ulimit -f) for {{where}} {MOVE}"),
-    errno.EACCES: ("permission denied", FOLDER, f"give your user write access to {{where}} {MOVE}"),
-    errno.EPERM: ("operation not permitted", FOLDER,
-                  f"give your user write access to {{where}} {MOVE}"),
-    errno.EROFS: ("read-only filesystem", SPACE,
+    errno.EROFS: ("read-only filesystem writing", SPACE,
                   "{where} is mounted read-only: move output_dir to a writable filesystem, "
                   "then re-run"),
-    errno.EIO: ("I/O error", SPACE, "the filesystem of {where} failed to write; the retry may "
+    errno.EACCES: ("permission denied on", FOLDER,
+                   f"give your user access to {{where}} (read, write, enter) {MOVE}"),
+    errno.EPERM: ("operation not permitted on", FOLDER,
+                  f"give your user access to {{where}} (read, write, enter) {MOVE}"),
+    errno.EIO: ("I/O error on", SPACE, "the filesystem of {where} failed; the retry may "
                 "succeed, if it repeats ask its administrators"),
-    errno.ESTALE: ("stale file handle", SPACE, "the network filesystem of {where} lost the "
+    errno.ESTALE: ("stale file handle on", SPACE, "the network filesystem of {where} lost the "
                    "file; the retry may succeed, if it repeats check that no other run "
                    "writes output_dir"),
 }  # fmt: skip
@@ -65,7 +69,7 @@ def job_label(rule: str, wildcards: Mapping[str, str]) -> str:
 
 def storage_message(error: OSError, job: str = "", outputs: Sequence[str] = ()) -> str:
     """The one line for the storage error ``error`` of ``job`` (:func:`job_label`, or ""):
-    what happened writing which path (the error's file name, else the job's ``outputs``),
+    what happened to which path (the error's file name, else the job's ``outputs``),
     and what to do, naming the filesystem (mount point and free space) or the folder."""
     what, place, advice = STORAGE_ERRORS[error.errno]
     path = error.filename if error.filename is not None else (outputs[0] if outputs else None)
@@ -77,7 +81,7 @@ def storage_message(error: OSError, job: str = "", outputs: Sequence[str] = ()) 
         written = os.fsdecode(path)
     where = _filesystem(path) if place == SPACE else _folder(path)
     job = f" ({job})" if job else ""
-    return f"bigstream-workflow: {what} writing {written}{job}: {advice.format(where=where)}"
+    return f"bigstream-workflow: {what} {written}{job}: {advice.format(where=where)}"
 
 
 def _existing(path: str | os.PathLike | None) -> str:

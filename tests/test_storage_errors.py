@@ -40,8 +40,8 @@ def test_storage_errors_are_found_in_the_chain_of_causes_others_are_not():
 def test_the_line_names_the_path_the_job_and_what_to_do(tmp_path):
     denied = OSError(errno.EACCES, "Permission denied", str(tmp_path / "plan" / "x.json"))
     assert storage_message(denied, "rule plan", ["ignored"]) == (
-        f"bigstream-workflow: permission denied writing {tmp_path}/plan/x.json (rule plan): "
-        f"give your user write access to {tmp_path} or move output_dir, then re-run"
+        f"bigstream-workflow: permission denied on {tmp_path}/plan/x.json (rule plan): give "
+        f"your user access to {tmp_path} (read, write, enter) or move output_dir, then re-run"
     )
     # a write error names no file: the job's outputs are named instead
     full = OSError(errno.ENOSPC, "No space left on device")
@@ -115,9 +115,7 @@ def test_a_log_that_cannot_be_written_is_the_line_on_stderr(tmp_path):
             pytest.skip(f"{log}: {error} (not a storage error)")
     done = run_script(tmp_path, log)
     assert done.returncode == 1
-    assert done.stderr.startswith(f"bigstream-workflow: permission denied writing {log} "), (
-        done.stderr
-    )
+    assert done.stderr.startswith(f"bigstream-workflow: permission denied on {log} "), done.stderr
     assert len(done.stderr.splitlines()) == 1
 
 
