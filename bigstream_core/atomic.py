@@ -27,7 +27,9 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``, ending in ``suffix``; rename it to ``path``
     on success (``suffix``: for writers that choose the format by the name's extension).
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. An
+    ``OSError`` of a write names ``path`` (a write error names no file, or the temporary):
+    a full disk or a missing permission is reported with the output it stopped.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +39,10 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         yield Path(temporary)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the group
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename in (None, temporary, Path(temporary)):
+            error.filename = str(path)
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

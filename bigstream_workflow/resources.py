@@ -11,7 +11,8 @@ vs 1367.
 A Zarr or N5 input is a folder whose size says nothing (Snakemake reads ~0 MB),
 so memory comes from how many voxels a job holds and in how many working
 copies. Each estimate = Python + libraries baseline + arrays, times the retry
-attempt (a job killed for memory is retried with more).
+attempt (a job killed for memory is retried with more; attempts that failed on a full or
+unwritable disk do not count: bigstream_workflow.retries).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from bigstream_workflow.resources import (
     runtime_min,
     settle_runtime_min as settle_job_runtime_min,
 )
+from bigstream_workflow.retries import resource_attempts
 from bigstream_workflow.layout import RULES, benchmark_file, inverse_wanted
 from bigstream_workflow.provenance import input_fingerprints, script_digest
 from bigstream_workflow.summary import run_summary
@@ -137,12 +138,17 @@ def mask_files(role):
     return [result("masks", f"{role}.npy")] if masked(role) else []
 
 
+# Memory and time grow with the retry attempt, counting only attempts that did not fail on
+# a full or unwritable disk (@resource_attempts: bigstream_workflow.retries); every resource
+# function of `attempt` is decorated (tests/test_storage_errors.py checks).
+@resource_attempts
 def refine_mem_mb(wildcards, attempt):
     """Memory of the global refinement: both low-res levels and their pyramids."""
     shapes = [IMAGES[role]["lowres"].shape for role in ("fixed", "moving")]
     return refine_job_mem_mb(sum(int(np.prod(shape)) for shape in shapes), attempt)
 
 
+@resource_attempts
 def mask_mem_mb(wildcards, attempt):
     """Memory of making one image's low-res mask (the level in float32, smoothed)."""
     return refine_job_mem_mb(int(np.prod(IMAGES[wildcards.image]["lowres"].shape)), attempt)
@@ -169,6 +175,7 @@ def keypoint_benchmarks(role):
     ]
 
 
+@resource_attempts
 def keypoints_mem_mb(wildcards, attempt):
     """Memory of a key point job: its tile's halo as read, the working arrays on its finest
     octave."""
@@ -177,33 +184,39 @@ def keypoints_mem_mb(wildcards, attempt):
     return keypoint_job_mem_mb(tile.halo_voxels, first, attempt)
 
 
+@resource_attempts
 def keypoints_runtime_min(wildcards, attempt):
     """Minutes for a key point job, from its halo voxels (generous: about 1 Mvoxel/s)."""
     return runtime_min(TILES[f"keypoints_{wildcards.image}"][wildcards.tile].halo_voxels, attempt)
 
 
+@resource_attempts
 def match_mem_mb(wildcards, attempt):
     """Memory of the matching job: neighbourhoods of nspots points per image."""
     ga = config["global_affine"]
     return match_job_mem_mb(ga["nspots"], ga["cc_radius"], attempt)
 
 
+@resource_attempts
 def local_tile_mem_mb(wildcards, attempt):
     """Memory of a local affine job, from its tile's halo voxels."""
     return local_job_mem_mb(TILES["local_affine"][wildcards.tile].halo_voxels, attempt)
 
 
+@resource_attempts
 def local_tile_runtime_min(wildcards, attempt):
     """Minutes for a local affine job (generous: about 1 Mvoxel/s)."""
     return runtime_min(TILES["local_affine"][wildcards.tile].halo_voxels, attempt)
 
 
+@resource_attempts
 def settle_mem_mb(wildcards, attempt):
     """Memory of settling the local tiles: one tile's proof at a time (a fill proves itself)."""
     halo = max(tile.halo_voxels for tile in TILES["local_affine"].values())
     return local_job_mem_mb(halo, attempt)
 
 
+@resource_attempts
 def settle_runtime_min(wildcards, attempt):
     """Minutes to settle the local tiles: up to every tile filled and proved, ~1 s each."""
     return settle_job_runtime_min(len(TILES["local_affine"]), attempt)
@@ -214,16 +227,19 @@ def batch_voxels(stage, wildcards):
     return [tile.halo_voxels for tile in BATCHES[stage][wildcards.batch]]
 
 
+@resource_attempts
 def resample_mem_mb(wildcards, attempt):
     """Memory of a resampling job, from its largest block's voxels."""
     return resample_job_mem_mb(max(batch_voxels("resample", wildcards)), attempt)
 
 
+@resource_attempts
 def resample_runtime_min(wildcards, attempt):
     """Minutes for a resampling job (generous: about 1 Mvoxel/s per channel)."""
     return runtime_min(sum(batch_voxels("resample", wildcards)) * len(CHANNELS), attempt)
 
 
+@resource_attempts
 def lowres_view_runtime_min(wildcards, attempt):
     """Minutes for a low-res inspection image: resampled through the affine stages (a
     quarter of resampling's rate: the local affines' blend per voxel) and its pyramid, block
@@ -260,6 +276,13 @@ def pyramid_records():
     ]
 
 
+@resource_attempts
+def finalize_runtime_min(wildcards, attempt):
+    """Minutes to finalise the output: its coarsest level's voxels, per channel."""
+    return runtime_min(int(np.prod(LEVELS[-1])) * len(CHANNELS), attempt)
+
+
+@resource_attempts
 def pyramid_mem_mb(wildcards, attempt):
     """Memory of a pyramid job: one write unit of its level at a time (a shard, one resample
     block, or a chunk)."""
@@ -268,22 +291,26 @@ def pyramid_mem_mb(wildcards, attempt):
     return pyramid_job_mem_mb(int(np.prod(unit)), attempt)
 
 
+@resource_attempts
 def pyramid_runtime_min(wildcards, attempt):
     """Minutes for a pyramid job: it reads its blocks' voxels times the factors, per channel."""
     blocks = BATCHES[pyramid_grid(int(wildcards.level))][wildcards.batch]
     return runtime_min(8 * sum(tile.halo_voxels for tile in blocks) * len(CHANNELS), attempt)
 
 
+@resource_attempts
 def deform_mem_mb(wildcards, attempt):
     """Memory of a deform job, from its largest block's halo voxels."""
     return deform_job_mem_mb(max(batch_voxels("deform", wildcards)), attempt)
 
 
+@resource_attempts
 def deform_runtime_min(wildcards, attempt):
     """Minutes for a deform job (generous: about 0.1 Mvoxel/s)."""
     return deform_job_runtime_min(sum(batch_voxels("deform", wildcards)), attempt)
 
 
+@resource_attempts
 def field_region_mem_mb(wildcards, attempt):
     """Memory of a job stitching or inverting the field regions (block cores) of a batch,
     from its largest region's nodes of the stored field."""
@@ -292,6 +319,7 @@ def field_region_mem_mb(wildcards, attempt):
     return field_region_job_mem_mb(nodes, attempt)
 
 
+@resource_attempts
 def field_region_runtime_min(wildcards, attempt):
     """Minutes for a job stitching or inverting the field regions of a batch."""
     return runtime_min(sum(batch_voxels("deform", wildcards)), attempt)

@@ -3,6 +3,7 @@
 try:
     from bigstream_workflow.config import load_yaml, merge_config
     from bigstream_workflow.output_lock import locking_onstart
+    from bigstream_workflow.retries import clearing_onstart
 except ModuleNotFoundError as error:
     from snakemake.exceptions import WorkflowError
 

@@ -93,7 +93,7 @@ rule finalize_aligned:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=lambda wc, attempt: runtime_min(int(np.prod(LEVELS[-1])) * len(CHANNELS), attempt),
+        runtime=finalize_runtime_min,
     params:
         images=image_config(),
         inputs=INPUTS,

@@ -4,6 +4,6 @@ affine."""
 from bigstream_workflow.logs import configure
 from bigstream_workflow.lowres_view import write_lowres_view
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 write_lowres_view(snakemake.params.images, list(snakemake.input), snakemake.output[0],
                   snakemake.config, log)  # fmt: skip

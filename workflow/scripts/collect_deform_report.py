@@ -7,7 +7,7 @@ import pandas as pd
 from bigstream_core import atomic
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 rows = []
 for path in snakemake.params.reports:  # every block's report, in grid order
     with open(path, encoding="utf-8") as handle:

@@ -11,7 +11,7 @@ from bigstream_core.tiling import block_chunks
 from bigstream_workflow.config import open_config_images, open_moving_channels
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 channels = open_moving_channels(snakemake.params.images)
 output, blocksize = snakemake.params.output, snakemake.params.blocksize

@@ -9,7 +9,7 @@ from bigstream_core.tiling import block_chunks
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 inverse = snakemake.wildcards.name == "inverse_field"
 shrink = snakemake.params.shrink  # a node every shrink-th high-res voxel

@@ -9,7 +9,7 @@ from bigstream_core.masks import load_mask
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 role, tile, ga = snakemake.wildcards.image, snakemake.params.tile, snakemake.params.keypoints
 image = open_config_images(snakemake.params.images)[role]["lowres"]
 points = tile_keypoints(

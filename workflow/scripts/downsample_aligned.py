@@ -8,7 +8,7 @@ from bigstream_core.io import downsample_level
 from bigstream_workflow.completion import reopen_aligned
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 reopen_aligned(store["store"], snakemake.params.complete, log)  # a rerun: not finished now

@@ -7,7 +7,7 @@ from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 from bigstream_workflow.transform_files import from_inputs
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 images = open_config_images(snakemake.params.config)
 truth = GroundTruth.from_json(snakemake.input.truth)
 files = list(snakemake.input.transforms)

@@ -9,7 +9,7 @@ from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 from bigstream_workflow.provenance import provenance
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 images = open_config_images(snakemake.params.images)
 fixed = images["fixed"]["highres"]
 with open(snakemake.input.store, encoding="utf-8") as handle:

@@ -10,7 +10,7 @@ from bigstream_core.global_affine import GlobalAffineError, fit_global_affine
 from bigstream_core.transforms import write_affine
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 ga = snakemake.params.keypoints
 with open(snakemake.input.info, encoding="utf-8") as handle:
     report = json.load(handle)

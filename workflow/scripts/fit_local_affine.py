@@ -18,7 +18,7 @@ from bigstream_core.transforms import read_affine
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 images = open_config_images(snakemake.params.images)
 fixed, moving = images["fixed"]["lowres"], images["moving"]["lowres"]
 tile, local, ga = snakemake.params.tile, snakemake.params.local, snakemake.params.keypoints

@@ -7,7 +7,7 @@ from bigstream_core.masks import config_mask
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 role = snakemake.wildcards.image
 levels = open_config_images(snakemake.params.images)[role]
 mask = config_mask(snakemake.params.images[role], levels, snakemake.params.foreground, role)

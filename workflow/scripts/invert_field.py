@@ -11,7 +11,7 @@ from bigstream_core.tiling import node_tile
 from bigstream_workflow.completion import reopen_field
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 with open(snakemake.input.field, encoding="utf-8") as handle:

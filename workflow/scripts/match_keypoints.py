@@ -7,7 +7,7 @@ from bigstream_core.global_affine import MATCH_COLUMNS, GlobalAffineError, match
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 ga = snakemake.params.keypoints
 images = open_config_images(snakemake.params.images)
 points = {

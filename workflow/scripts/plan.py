@@ -6,7 +6,7 @@ from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 from bigstream_workflow.plan import stage_grids, write_plan
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 config = snakemake.params.config
 images = open_config_images(config)
 grids = stage_grids(config, images)

@@ -20,7 +20,7 @@ from bigstream_workflow.qc_views import (
     tile_values,
 )
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 images = open_config_images(snakemake.params.images)
 fixed = images["fixed"]["highres"]
 grid = DisplayGrid.around(fixed)

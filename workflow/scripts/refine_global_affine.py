@@ -12,7 +12,7 @@ from bigstream_core.transforms import read_affine, to_xyz, write_affine
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 settings = snakemake.params.refine
 matrix = read_affine(snakemake.input.affine)
 with open(snakemake.input.report, encoding="utf-8") as handle:

@@ -10,7 +10,7 @@ from bigstream_workflow.config import open_config_images, open_moving_channels
 from bigstream_workflow.logs import configure
 from bigstream_workflow.transform_files import from_inputs
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 channels = open_moving_channels(snakemake.params.images)
 with open(snakemake.input.store, encoding="utf-8") as handle:

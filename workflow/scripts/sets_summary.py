@@ -4,7 +4,7 @@ from bigstream_core import atomic
 from bigstream_workflow.logs import configure
 from bigstream_workflow.sets_summary import plot_summary, summary_table
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 sets = snakemake.params.sets
 table = summary_table(sets)
 with atomic.atomic_path(snakemake.output.plot) as part:

@@ -16,7 +16,7 @@ from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 from bigstream_workflow.plan import overlapping_grid
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 local = snakemake.params.local
 images = open_config_images(snakemake.params.images)
 lowres, moving = images["fixed"]["lowres"], images["moving"]["lowres"]

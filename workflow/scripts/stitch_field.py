@@ -13,7 +13,7 @@ from bigstream_workflow.completion import reopen_field
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
 array = zarr.open_array(store["store"], mode="r+")

@@ -8,7 +8,7 @@ from bigstream_core import atomic
 from bigstream_workflow.logs import configure
 from bigstream_workflow.summary import run_summary
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 output = Path(snakemake.output[0])
 text = run_summary(str(output.parent), snakemake.params.tile_counts)
 atomic.write_text(output, text.lstrip("\n") + "\n")

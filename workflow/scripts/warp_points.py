@@ -4,7 +4,7 @@ from bigstream_core.points import read_points, warp_points, write_points
 from bigstream_workflow.logs import configure
 from bigstream_workflow.transform_files import load_inverse, load_transform, stage_files
 
-log = configure(snakemake.log[0])
+log = configure(snakemake)
 files = stage_files(list(snakemake.input.transforms))
 table = read_points(snakemake.input.table)
 if snakemake.params.space == "fixed":
