@@ -7,14 +7,15 @@ this is the target registration error (TRE) over the sampled points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
-import dask.array as da
 import numpy as np
 from skimage.filters import threshold_otsu
 
 from bigstream_core.io import Image
-from bigstream_core.resample import resample
+from bigstream_core.resample import resample_region
+from bigstream_core.tiling import tile_grid
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -84,20 +85,49 @@ def evaluate(estimate: PointMap, truth: PointMap, fixed: Image, moving: Image) -
     return transform_error(estimate, truth, points)
 
 
+NCC_BLOCK = (64, 128, 128)
+"""Fixed-grid voxels (z, y, x) :func:`foreground_ncc` holds at a time (with the moving
+block pulled onto them: ~100 MB), whatever the image's size."""
+SAMPLE_VOXELS = 2**21
+"""Most voxels of the strided sample a foreground threshold is found on."""
+
+
+def sample_stride(shape, max_voxels: int = SAMPLE_VOXELS, least: int = 4) -> int:
+    """The smallest stride (at least ``least``) along every axis whose sample of an image of
+    ``shape`` voxels holds at most ``max_voxels``."""
+    stride = max(least, math.ceil((math.prod(shape) / max_voxels) ** (1 / 3)))
+    while math.prod(len(range(0, n, stride)) for n in shape) > max_voxels:
+        stride += 1
+    return stride
+
+
+def strided_sample(image: Image, stride: int, block=NCC_BLOCK) -> np.ndarray:
+    """Every ``stride``-th voxel of ``image`` along each axis (from voxel 0), flat, read one
+    block of about ``block`` voxels (whole multiples of the stride) at a time."""
+    size = tuple(max(stride, b // stride * stride) for b in block)
+    return np.concatenate([image.read(tile.slices("core"))[::stride, ::stride, ::stride].ravel()
+                           for tile in tile_grid(image.shape, size)])  # fmt: skip
+
+
 def foreground_ncc(
-    fixed: Image, moving: Image, transform: PointMap, chunks=(128, 128, 128), step: int = 2
+    fixed: Image, moving: Image, transform: PointMap, block=NCC_BLOCK, step: int = 2
 ) -> float:
     """Normalised cross-correlation of ``fixed`` and ``moving(transform(x))`` over the fixed
-    foreground (above its Otsu threshold), accumulated block by block (the transform
-    computed every ``step``-th voxel, see :func:`~bigstream_core.resample.transformed_voxels`)."""
-    aligned = resample(moving, transform, fixed.shape, fixed.spacing, fixed.origin, 1, chunks, step)
-    reference = fixed.to_dask(chunks=aligned.chunks)
-    sample = reference[tuple(slice(None, None, 4) for _ in range(3))].compute().ravel()
+    foreground (above the Otsu threshold of a strided sample of at most
+    :data:`SAMPLE_VOXELS`), accumulated one fixed-grid block of ``block`` voxels (z, y, x)
+    at a time, so memory follows the block, not the image (the transform computed every
+    ``step``-th voxel, see :func:`~bigstream_core.resample.transformed_voxels`)."""
+    sample = strided_sample(fixed, sample_stride(fixed.shape))
     level = threshold_otsu(sample.astype(float)) if np.ptp(sample) else sample[0]
-    mask = reference > level
-    a, b = reference.astype(np.float64), aligned.astype(np.float64)
-    sums = [x.sum() for x in (mask, a * mask, b * mask, a * a * mask, b * b * mask, a * b * mask)]
-    n, sa, sb, saa, sbb, sab = (float(v) for v in da.compute(*sums))
+    sums = np.zeros(6)
+    for tile in tile_grid(fixed.shape, block):
+        region = tile.slices("core")
+        a = fixed.read(region).astype(np.float64)
+        b = resample_region(moving, transform, region, fixed.spacing, fixed.origin, 1, step=step)
+        mask = a > level
+        a, b = a[mask], b[mask].astype(np.float64)
+        sums += (a.size, a.sum(), b.sum(), a @ a, b @ b, a @ b)
+    n, sa, sb, saa, sbb, sab = sums
     covariance = sab - sa * sb / n
     return covariance / np.sqrt((saa - sa * sa / n) * (sbb - sb * sb / n))
 
