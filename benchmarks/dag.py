@@ -120,8 +120,10 @@ def dry_run(
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, re.MULTILINE)) if not parse_only else {}
     jobs = int(counts.pop("total")) if "total" in counts else float("nan")
     name = "dag_parse" if parse_only else "dag_dry_run"
+    parts = [stage] * (stage != "deform") + [mode] * (mode != "plain")
+    parts += [f"low{lowres_factor}"] * (lowres_factor != 2)
     return {
-        "stage": name if mode == "plain" and stage == "deform" else f"{name}_{tag}",
+        "stage": "_".join([name, *parts]),
         "size": f"{math.prod(grid)} blocks", "tool": "bigstream-workflow",
         "voxels": 2 * math.prod(shape), "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),

@@ -94,7 +94,7 @@ def _boxes(counts, per_box):
      (80, 112, 112), (100, 100, 100), (1, 1, 10**6), (2, 700, 714)],
 )  # fmt: skip
 @pytest.mark.parametrize("max_batches", [1, 8, 100, 5000])
-def test_batch_shape_keeps_the_batches_under_the_budget_no_larger_than_it_takes(counts, max_batches):
+def test_batch_shape_keeps_the_batches_under_the_budget_and_as_small_as_it_can(counts, max_batches):
     per_box = batch_shape(counts, max_batches)
     assert _boxes(counts, per_box) <= max_batches
     assert all(1 <= b <= n for b, n in zip(per_box, counts, strict=True))
