@@ -122,6 +122,18 @@ def neighbours(tile: Tile, tiles: dict[str, Tile]) -> list[Tile]:
     return found
 
 
+def tiles_around(tiles: list[Tile], grid: dict[str, Tile]) -> list[Tile]:
+    """The tiles of a box of neighbouring tiles (a batch, :func:`tile_batches`) of ``grid``
+    (tiles by id) and every tile next to one of them (grid index within 1 along every axis),
+    in C order: each box tile's :func:`neighbours`, found once for the whole box."""
+    ranges = [
+        range(max(min(axis) - 1, 0), max(axis) + 2)
+        for axis in zip(*(tile.index for tile in tiles), strict=True)
+    ]
+    names = (f"z{z}_y{y}_x{x}" for z, y, x in itertools.product(*ranges))
+    return [grid[name] for name in names if name in grid]
+
+
 def tiles_meeting(tiles: list[Tile], low, high) -> list[Tile]:
     """The tiles whose core meets the voxel box ``[low, high)`` (z, y, x), in their order."""
     return [

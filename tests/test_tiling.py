@@ -10,11 +10,13 @@ from bigstream_core.tiling import (
     batch_shape,
     grid_counts,
     grid_table,
+    neighbours,
     node_tile,
     overlap_voxels,
     parse_tile_id,
     tile_batches,
     tile_grid,
+    tiles_around,
 )
 from bigstream_workflow.plan import AUTO_JOBS, blocks_per_job
 
@@ -132,3 +134,13 @@ def test_auto_blocks_per_job_resolves_auto_only():
     # an explicit list stays as it is, even one that makes more jobs than auto would
     assert blocks_per_job([1, 2, 3], (100, 100, 100)) == (1, 2, 3)
     assert blocks_per_job([1, 1, 1], (100, 100, 100)) == (1, 1, 1)
+
+
+def test_tiles_around_a_batch_are_its_tiles_neighbours_each_once():
+    tiles = tile_grid((5, 6, 7), (1, 1, 1))
+    grid = {tile.id: tile for tile in tiles}
+    for per_job in ((1, 1, 1), (2, 3, 2), (5, 6, 7)):
+        for batch in tile_batches(tiles, per_job).values():
+            around = tiles_around(batch, grid)
+            expected = {near.id for tile in batch for near in neighbours(tile, grid)}
+            assert [t.id for t in around] == [t.id for t in tiles if t.id in expected]

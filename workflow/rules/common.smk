@@ -41,9 +41,9 @@ from bigstream_core.tiling import (
     batch_id,
     block_chunks,
     grid_counts,
-    neighbours,
     node_tile,
     tile_batches,
+    tiles_around,
 )
 
 try:
@@ -308,16 +308,15 @@ def deform_block_file(tile_id, suffix):
     return result("deform", "blocks", batch, f"{tile_id}{suffix}")
 
 
-def stitch_neighbours(wildcards):
-    """Each block of a stitching job's batch with the blocks its region blends."""
-    return [
-        (tile, neighbours(tile, TILES["deform"])) for tile in BATCHES["deform"][wildcards.batch]
-    ]
+def stitch_blocks(wildcards):
+    """The blocks a stitching job's regions blend: its batch's and every block next to one
+    (each found once: planning stays a few lookups per block at any batch size)."""
+    return tiles_around(BATCHES["deform"][wildcards.batch], TILES["deform"])
 
 
 def stitch_inputs(wildcards):
     """The folders of the deform batches that hold a stitching job's blocks and neighbours."""
-    batches = {BATCH_OF["deform"][n.id] for _, near in stitch_neighbours(wildcards) for n in near}
+    batches = {BATCH_OF["deform"][block.id] for block in stitch_blocks(wildcards)}
     return [result("deform", "blocks", batch) for batch in sorted(batches)]
 
 
