@@ -3,7 +3,7 @@
 Declared: what the rule asks the scheduler for on the first attempt
 (``bigstream_workflow.resources`` on the tile's geometry from ``plan/grid_*.tsv``,
 as ``workflow/rules/common.smk`` computes it: for a job of several blocks,
-``blocks_per_job``, its largest block); measured: the job's peak
+``blocks_per_job``, resolved as the workflow does, its largest block); measured: the job's peak
 resident memory (``max_rss`` of its Snakemake benchmark file). One row per
 rule: jobs, the largest measured, the smallest and largest margin
 (declared / measured).
@@ -20,6 +20,7 @@ from bigstream_core.tiling import batch_id, parse_tile_id
 from bigstream_workflow import resources
 from bigstream_workflow.config import field_shrink
 from bigstream_workflow.layout import benchmark_glob
+from bigstream_workflow.plan import blocks_per_job
 
 # rule -> [(its benchmark files' wildcards, grid table)], resource function, voxels it takes
 # ("nodes": the core's nodes of the stored field; the files: bigstream_workflow.layout.RULES)
@@ -53,8 +54,11 @@ def memory_table(results: Path) -> pd.DataFrame:
     for rule, (sources, declare, which) in TILE_RULES.items():
         declared, measured = [], []
         for wildcards, grid in sources:
-            per_job = config.get(grid, {}).get("blocks_per_job", (1, 1, 1))
             table = pd.read_csv(results / "plan" / f"grid_{grid}.tsv", sep="\t")
+            setting = config.get(grid, {}).get("blocks_per_job", (1, 1, 1))
+            counts = [parse_tile_id(tile) for tile in table["tile"]]
+            counts = tuple(max(axis) + 1 for axis in zip(*counts, strict=True))
+            per_job = blocks_per_job(setting, counts)
             if which == "nodes":
                 voxels = _voxels(table, "core", per_job, field_shrink(config["deform"]))
             else:

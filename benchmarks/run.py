@@ -53,10 +53,12 @@ one. ``--quick`` runs ``small`` only (a few minutes). Stages:
   round (``phantom.another_round``: gamma 0.8, a ±25 % illumination gradient, 1.5x the
   noise), so the TRE is the affine's alone;
 - ``dag_dry_run`` (``_grouped``: with the cluster profiles' groups; ``_batched``: with
-  ``blocks_per_job`` 2x2x2 for deform and resample): Snakemake
+  ``blocks_per_job`` 2x2x2 for deform and resample; ``_auto``, from 10k blocks on: with
+  ``blocks_per_job: auto``; the others set ``[1, 1, 1]``, one block per job): Snakemake
   planning a run of 1 (the fixed start-up cost), 1k and 10k deform blocks
   (``--dag``, e.g. ``--dag 1000 10000 100000``; metadata-only images, see
-  ``benchmarks/dag.py``): wall time, peak memory, jobs planned, ms per job.
+  ``benchmarks/dag.py``, which also runs alone for other curves): wall time, CPU time,
+  peak memory, jobs planned (in all and per tile rule), ms per job.
 
 ``--with-bigstream`` adds the published bigstream 5.0.3 on the same pairs
 (``--bigstream-sizes``, default the smallest size run): its RANSAC affine, its piecewise
@@ -447,8 +449,9 @@ def main() -> None:
     )
     if counts:  # grouped planning grows faster than linearly: up to 1k blocks only
         plans = [dry_run(n, WORK, mode) for n in [1, *counts]
-                 for mode in ("plain", "grouped", "batched")
-                 if (mode != "grouped" or n <= 1000) and (mode != "batched" or n > 1)]  # fmt: skip
+                 for mode in ("plain", "grouped", "batched", "auto")
+                 if (mode != "grouped" or n <= 1000) and (mode != "batched" or n > 1)
+                 and (mode != "auto" or n >= 10000)]  # fmt: skip
         table = pd.concat([table, pd.DataFrame(plans)])
     tables = {"latest": table, "latest_scaling": scaling(table), "latest_memory": memory}
     if bigstream_sizes:

@@ -122,6 +122,18 @@ def neighbours(tile: Tile, tiles: dict[str, Tile]) -> list[Tile]:
     return found
 
 
+def tiles_around(tiles: list[Tile], grid: dict[str, Tile]) -> list[Tile]:
+    """The tiles of a box of neighbouring tiles (a batch, :func:`tile_batches`) of ``grid``
+    (tiles by id) and every tile next to one of them (grid index within 1 along every axis),
+    in C order: each box tile's :func:`neighbours`, found once for the whole box."""
+    ranges = [
+        range(max(min(axis) - 1, 0), max(axis) + 2)
+        for axis in zip(*(tile.index for tile in tiles), strict=True)
+    ]
+    names = (f"z{z}_y{y}_x{x}" for z, y, x in itertools.product(*ranges))
+    return [grid[name] for name in names if name in grid]
+
+
 def tiles_meeting(tiles: list[Tile], low, high) -> list[Tile]:
     """The tiles whose core meets the voxel box ``[low, high)`` (z, y, x), in their order."""
     return [
@@ -143,6 +155,39 @@ def tile_batches(tiles: list[Tile], per_job: tuple[int, int, int]) -> dict[str, 
     for tile in tiles:
         batches.setdefault(batch_id(tile.index, per_job), []).append(tile)
     return batches
+
+
+def grid_counts(tiles: list[Tile]) -> tuple[int, int, int]:
+    """Tiles along z, y, x of a grid (its largest index plus one per axis)."""
+    return tuple(max(tile.index[axis] for tile in tiles) + 1 for axis in range(3))
+
+
+def batch_shape(counts: tuple[int, int, int], max_batches: int) -> tuple[int, int, int]:
+    """Tiles per batch (z, y, x) that cut a grid of ``counts`` tiles into at most
+    ``max_batches`` boxes (:func:`tile_batches`), with as few tiles per box as it takes.
+
+    From one tile per box, the box grows along its shortest axis (ties: the axis the grid
+    cuts into the most boxes, then z, y, x) that the grid still cuts, to the smallest size
+    that cuts that axis into one box fewer, until the boxes are few enough; then each axis,
+    longest first, shrinks back as far as the budget allows (no axis can lose a tile
+    without exceeding it). So boxes are near cubes, never longer than the grid along an
+    axis, and one tile each where the grid has no more than ``max_batches`` tiles.
+    """
+    if max_batches < 1:
+        raise ValueError(f"at most {max_batches} batches: expected at least 1")
+    per_box = [1, 1, 1]
+    boxes = list(counts)
+    while math.prod(boxes) > max_batches:
+        axis = min((a for a in range(3) if boxes[a] > 1), key=lambda a: (per_box[a], -boxes[a], a))
+        per_box[axis] = -(-counts[axis] // (boxes[axis] - 1))
+        boxes[axis] = -(-counts[axis] // per_box[axis])
+    for axis in sorted(range(3), key=lambda a: (-per_box[a], a)):  # back down where it fits
+        while per_box[axis] > 1:
+            more = -(-counts[axis] // (per_box[axis] - 1))
+            if math.prod(boxes) // boxes[axis] * more > max_batches:
+                break
+            per_box[axis], boxes[axis] = -(-counts[axis] // more), more
+    return tuple(per_box)
 
 
 def batch_id(index: tuple[int, int, int], per_job: tuple[int, int, int]) -> str:

@@ -15,7 +15,13 @@ from bigstream_core import atomic
 from bigstream_core.io import Image, pyramid_shapes
 from bigstream_core.io.pyramid import level_factors
 from bigstream_core.keypoints import keypoint_grid
-from bigstream_core.tiling import Tile, grid_table, overlap_voxels, tile_grid
+from bigstream_core.tiling import (
+    Tile,
+    batch_shape,
+    grid_table,
+    overlap_voxels,
+    tile_grid,
+)
 from bigstream_workflow.provenance import describe_images, provenance
 
 
@@ -53,6 +59,23 @@ def stage_grids(
     for level, shape in enumerate(levels[1:], start=1):
         grids[pyramid_grid(level)] = tile_grid(shape, blocksize)
     return grids
+
+
+AUTO_JOBS = 5000
+"""``blocks_per_job: auto`` batches a stage's blocks into at most this many jobs per rule
+(deform_block, stitch_field, invert_field; resample_block, and fewer for each level of
+the output's pyramid): Snakemake plans that many quickly (the curve:
+``benchmarks/results/2026-12-03-planning.md``)."""
+
+
+def blocks_per_job(setting: str | list[int], counts: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A stage's blocks per job (z, y, x): the config's list as it is, or for ``"auto"``
+    the smallest near-cubic batches that cut the stage's grid of ``counts`` blocks (z, y, x)
+    into at most :data:`AUTO_JOBS` jobs (:func:`bigstream_core.tiling.batch_shape`; one
+    block per job on a grid of up to that many blocks)."""
+    if setting == "auto":
+        return batch_shape(counts, AUTO_JOBS)
+    return tuple(setting)
 
 
 def pyramid_grid(level: int) -> str:

@@ -109,6 +109,15 @@ def test_defaults_plus_paths_are_valid(tiny_pair, tmp_path):
         ),
         ({"deform": {"field_shrink": 0}}, r"`deform.field_shrink` = 0: expected >= 1"),
         (
+            {"deform": {"blocks_per_job": [0, 1, 1]}},
+            r"`deform.blocks_per_job` = \[0, 1, 1\]: expected auto \(.*\), or a list of 3 "
+            r"integers >= 1",
+        ),
+        (
+            {"resample": {"blocks_per_job": "automatic"}},
+            r"`resample.blocks_per_job` = 'automatic': expected auto \(",
+        ),
+        (
             {"deform": {"gradient": "both"}},
             r"`deform.gradient` = 'both': expected one of \['moving', 'symmetric'\]",
         ),

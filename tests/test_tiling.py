@@ -1,17 +1,24 @@
 """Tile grids: cores partition the image, halos add the overlap, ids round-trip."""
 
+import math
+
 import numpy as np
 import pytest
 
 from bigstream_core.tiling import (
     batch_id,
+    batch_shape,
+    grid_counts,
     grid_table,
+    neighbours,
     node_tile,
     overlap_voxels,
     parse_tile_id,
     tile_batches,
     tile_grid,
+    tiles_around,
 )
+from bigstream_workflow.plan import AUTO_JOBS, blocks_per_job
 
 
 @pytest.mark.parametrize(
@@ -77,3 +84,63 @@ def test_batches_are_boxes_of_neighbouring_tiles_that_cover_the_grid_once():
     }
     with pytest.raises(ValueError, match=r"tiles per job \(0, 1, 1\)"):
         tile_batches(tiles, (0, 1, 1))
+
+
+def _boxes(counts, per_box):
+    return math.prod(-(-n // b) for n, b in zip(counts, per_box, strict=True))
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [(1, 1, 1), (1, 1, 7), (3, 5, 2), (10, 10, 10), (1, 1000, 1), (4, 60, 61), (7, 300, 450),
+     (80, 112, 112), (100, 100, 100), (1, 1, 10**6), (2, 700, 714)],
+)  # fmt: skip
+@pytest.mark.parametrize("max_batches", [1, 8, 100, 5000])
+def test_batch_shape_keeps_the_batches_under_the_budget_and_as_small_as_it_can(counts, max_batches):
+    per_box = batch_shape(counts, max_batches)
+    assert _boxes(counts, per_box) <= max_batches
+    assert all(1 <= b <= n for b, n in zip(per_box, counts, strict=True))
+    if math.prod(counts) <= max_batches:  # a grid within the budget: one tile per batch
+        assert per_box == (1, 1, 1)
+    # no axis can lose a tile without going over the budget
+    for axis, b in enumerate(per_box):
+        if b > 1:
+            smaller = [*per_box[:axis], b - 1, *per_box[axis + 1 :]]
+            assert _boxes(counts, smaller) > max_batches, (axis, per_box)
+
+
+def test_batch_shape_gives_cubes_where_the_grid_is_one():
+    # 100^3 blocks, at most 5000 batches: 6^3 boxes make 17^3 = 4913 (5^3 ones: 20^3 = 8000)
+    assert batch_shape((100, 100, 100), 5000) == (6, 6, 6)
+    assert batch_shape((1, 1, 10**6), 5000) == (1, 1, 200)  # a row: 5000 boxes of 200
+    with pytest.raises(ValueError, match="at most 0 batches"):
+        batch_shape((2, 2, 2), 0)
+
+
+@pytest.mark.parametrize(("counts", "max_batches"), [((3, 5, 2), 4), ((7, 19, 23), 50)])
+def test_auto_batches_cover_the_grid_once(counts, max_batches):
+    tiles = tile_grid(counts, (1, 1, 1))  # one voxel a tile: a grid of `counts` tiles
+    assert grid_counts(tiles) == counts
+    batches = tile_batches(tiles, batch_shape(counts, max_batches))
+    assert 1 < len(batches) <= max_batches
+    assert sorted(t.id for b in batches.values() for t in b) == sorted(t.id for t in tiles)
+
+
+def test_auto_blocks_per_job_resolves_auto_only():
+    assert blocks_per_job("auto", (1, 1, 1)) == (1, 1, 1)
+    assert blocks_per_job("auto", (10, 20, 25)) == (1, 1, 1)  # 5000 blocks: one per job
+    assert _boxes((10, 20, 26), blocks_per_job("auto", (10, 20, 26))) <= AUTO_JOBS
+    assert _boxes((100, 100, 100), blocks_per_job("auto", (100, 100, 100))) <= AUTO_JOBS
+    # an explicit list stays as it is, even one that makes more jobs than auto would
+    assert blocks_per_job([1, 2, 3], (100, 100, 100)) == (1, 2, 3)
+    assert blocks_per_job([1, 1, 1], (100, 100, 100)) == (1, 1, 1)
+
+
+def test_tiles_around_a_batch_are_its_tiles_neighbours_each_once():
+    tiles = tile_grid((5, 6, 7), (1, 1, 1))
+    grid = {tile.id: tile for tile in tiles}
+    for per_job in ((1, 1, 1), (2, 3, 2), (5, 6, 7)):
+        for batch in tile_batches(tiles, per_job).values():
+            around = tiles_around(batch, grid)
+            expected = {near.id for tile in batch for near in neighbours(tile, grid)}
+            assert [t.id for t in around] == [t.id for t in tiles if t.id in expected]

@@ -532,7 +532,7 @@ def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, 
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)  # the controller and every job, mid-flight
     process.wait()
-    # one block per job (the default blocks_per_job): a block's folder is named as the block
+    # one block per job (`auto` on the pair's few blocks): a block's folder is named as the block
     finished = {path.stem: path.stat().st_mtime_ns for path in blocks.glob("*/*.json")}
     total = len(list((finished_run_results / "deform" / "blocks").glob("*/*.json")))
     assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"

@@ -14,7 +14,12 @@ from bigstream_workflow.config import (
 )
 from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
-from bigstream_workflow.plan import pyramid_grid, pyramid_sources, stage_grids
+from bigstream_workflow.plan import (
+    blocks_per_job,
+    pyramid_grid,
+    pyramid_sources,
+    stage_grids,
+)
 from bigstream_workflow.resources import (
     deform_mem_mb as deform_job_mem_mb,
     deform_runtime_min as deform_job_runtime_min,
@@ -36,9 +41,10 @@ from bigstream_core.tiling import (
     TILE_ID_PATTERN,
     batch_id,
     block_chunks,
-    neighbours,
+    grid_counts,
     node_tile,
     tile_batches,
+    tiles_around,
 )
 
 try:
@@ -49,18 +55,18 @@ except ConfigError as error:
 
 GRIDS = stage_grids(config, IMAGES)
 TILES = {name: {tile.id: tile for tile in tiles} for name, tiles in GRIDS.items()}
-# the tiled high-res stages run `blocks_per_job` neighbouring blocks per job ("batches")
-BATCHES = {
-    stage: tile_batches(GRIDS[stage], config[stage]["blocks_per_job"])
+# the tiled high-res stages run `blocks_per_job` neighbouring blocks per job ("batches"),
+# `auto` resolved on the stage's grid (bigstream_workflow.plan.blocks_per_job)
+PER_JOB = {
+    stage: blocks_per_job(config[stage]["blocks_per_job"], grid_counts(GRIDS[stage]))
     for stage in ("deform", "resample")
     if stage in GRIDS
 }
+BATCHES = {stage: tile_batches(GRIDS[stage], per_job) for stage, per_job in PER_JOB.items()}
 # the output's pyramid: level k's blocks, batched as the resample blocks are
 LEVELS = pyramid_shapes(IMAGES["fixed"]["highres"].shape)
 BATCHES |= {
-    pyramid_grid(level): tile_batches(
-        GRIDS[pyramid_grid(level)], config["resample"]["blocks_per_job"]
-    )
+    pyramid_grid(level): tile_batches(GRIDS[pyramid_grid(level)], PER_JOB["resample"])
     for level in range(1, len(LEVELS))
 }
 BATCH_OF = {
@@ -251,9 +257,8 @@ def pyramid_inputs(wildcards):
     """The records of the blocks of the level below that a pyramid job's blocks read."""
     level = int(wildcards.level)
     below = pyramid_grid(level - 1)
-    per_job = config["resample"]["blocks_per_job"]
     batches = {
-        batch_id(index, per_job)
+        batch_id(index, PER_JOB["resample"])
         for tile in BATCHES[pyramid_grid(level)][wildcards.batch]
         for index in pyramid_sources(tile, LEVELS[level - 1], config["resample"]["blocksize"])
     }
@@ -331,16 +336,15 @@ def deform_block_file(tile_id, suffix):
     return result("deform", "blocks", batch, f"{tile_id}{suffix}")
 
 
-def stitch_neighbours(wildcards):
-    """Each block of a stitching job's batch with the blocks its region blends."""
-    return [
-        (tile, neighbours(tile, TILES["deform"])) for tile in BATCHES["deform"][wildcards.batch]
-    ]
+def stitch_blocks(wildcards):
+    """The blocks a stitching job's regions blend: its batch's and every block next to one
+    (each found once: planning stays a few lookups per block at any batch size)."""
+    return tiles_around(BATCHES["deform"][wildcards.batch], TILES["deform"])
 
 
 def stitch_inputs(wildcards):
     """The folders of the deform batches that hold a stitching job's blocks and neighbours."""
-    batches = {BATCH_OF["deform"][n.id] for _, near in stitch_neighbours(wildcards) for n in near}
+    batches = {BATCH_OF["deform"][block.id] for block in stitch_blocks(wildcards)}
     return [result("deform", "blocks", batch) for batch in sorted(batches)]
 
 

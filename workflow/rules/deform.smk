@@ -84,11 +84,9 @@ rule stitch_field:
         mem_mb=field_region_mem_mb,
         runtime=field_region_runtime_min,
     params:
-        regions=stitch_neighbours,
-        files=lambda wc: {
-            near.id: deform_block_file(near.id, ".npy")
-            for _, nears in stitch_neighbours(wc)
-            for near in nears
+        tiles=lambda wc: BATCHES["deform"][wc.batch],
+        blocks=lambda wc: {
+            block.id: (block, deform_block_file(block.id, ".npy")) for block in stitch_blocks(wc)
         },
         images=image_config(),
         inputs=INPUTS,

@@ -8,7 +8,7 @@ import zarr
 
 from bigstream_core import atomic
 from bigstream_core.displacement import stitch_region, write_region
-from bigstream_core.tiling import node_tile, overlap_voxels
+from bigstream_core.tiling import neighbours, node_tile, overlap_voxels
 from bigstream_workflow.completion import reopen_field
 from bigstream_workflow.config import open_config_images
 from bigstream_workflow.logs import configure
@@ -20,15 +20,17 @@ array = zarr.open_array(store["store"], mode="r+")
 reopen_field(array, snakemake.params.complete, log)  # a rerun: not finished now
 fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 deform = snakemake.params.deform
-files = snakemake.params.files
+blocks = snakemake.params.blocks  # the batch's blocks and those next to them: id -> (tile, file)
+grid = {name: tile for name, (tile, _) in blocks.items()}
+tiles = snakemake.params.tiles
 manifests = []
-for number, (tile, neighbours) in enumerate(snakemake.params.regions, start=1):
+for number, tile in enumerate(tiles, start=1):
     field = stitch_region(
-        tile, neighbours, fixed.shape, deform["blocksize"],
+        tile, neighbours(tile, grid), fixed.shape, deform["blocksize"],
         overlap_voxels(deform["blocksize"], deform["overlap"]),
-        lambda block: np.load(files[block.id], mmap_mode="r"), deform["shrink_factors"][-1],
+        lambda block: np.load(blocks[block.id][1], mmap_mode="r"), deform["shrink_factors"][-1],
         store["shrink"],
     )  # fmt: skip
     manifests.append(write_region(array, node_tile(tile, store["shrink"]), field))
-    log.info("region %d/%d %s: %s", number, len(snakemake.params.regions), tile.id, manifests[-1])
+    log.info("region %d/%d %s: %s", number, len(tiles), tile.id, manifests[-1])
 atomic.write_json(snakemake.output[0], {"regions": manifests, "token": store["token"]})
