@@ -7,12 +7,16 @@ sampled metric so it stays fast:
 
 - Level images: the image smoothed by a Gaussian of ``shrink / 2`` voxels (anti-aliasing)
   and ``level_sigmas`` more voxels of the level, then every ``shrink``-th voxel kept (so
-  level voxel ``i`` sits at ``origin + i * shrink * spacing``).
+  level voxel ``i`` sits at ``origin + i * shrink * spacing``); never made whole: each
+  window is read with the Gaussian's support around it and smoothed alone, which gives the
+  whole level's values. NaN or infinite voxels (holes) are left out of the smoothing.
 - Samples: at most ``samples`` fixed voxels of the level, drawn once per level with the
   seed, inside the fixed mask and mapping inside the moving image (and its mask) under the
-  start of the level; for the local NCC whole cubes, the more contrast the likelier. The
-  moving image is interpolated linearly at their images, with the interpolant's exact
-  gradient.
+  start of the level, none on a hole; for the local NCC whole cubes, the more contrast the
+  likelier, from a pool of random blocks of cubes (:func:`_samples`). The moving image is
+  read in one window per block, where the optimiser can move the block's samples, and
+  interpolated linearly there, with the interpolant's exact gradient. Memory and reads
+  follow ``samples``, not the images' size.
 - Gain (``fit_gain``): the moving values are divided by a smooth illumination gain,
   ``exp`` of a linear function of position (3 parameters, see :class:`_Gain`), fitted with
   the affine at the first level and then held. Another imaging round's illumination
@@ -26,7 +30,9 @@ sampled metric so it stays fast:
 - Parameters: 12 numbers, ``y = A0 (x + v (B (x - c) / s + t))``, with ``c`` the samples'
   centre, ``s`` their RMS distance from it and ``v`` the level's voxel size (µm), so a unit
   change of any of the 9 of ``B`` or the 3 of ``t`` moves points by about a voxel;
-  maximised with L-BFGS-B (scipy) from ``B = t = 0`` at each level.
+  maximised with L-BFGS-B (scipy) from ``B = t = 0`` at each level, within bounds that keep
+  every sample in its moving window (``MARGIN`` level voxels); an optimum on a bound starts
+  a new round from there with new windows (``ROUNDS`` at most).
 
 The result is never worse than the start: at the finest level the metric of the refined and
 the initial affine are compared on the same samples and the initial one is kept unless the
@@ -173,7 +179,8 @@ class _Grid:
             return np.ascontiguousarray(smoothed[pick]), np.zeros(tuple(high - low), dtype=bool)
         weight = ndimage.gaussian_filter((~holes).astype(np.float32), self.width, mode="nearest")
         weight = weight[pick]
-        values = np.where(weight > 0, smoothed[pick] / np.maximum(weight, 1e-30), 0.0)
+        # no valid voxel within the Gaussian's support: 0 (such a voxel is a hole)
+        values = np.where(weight > 1e-6, smoothed[pick] / np.maximum(weight, 1e-6), 0.0)
         return values.astype(np.float32), weight < 0.5
 
 
@@ -380,8 +387,10 @@ def _samples(fixed: _Grid, moving: _Grid, start, cover, masks, params, seed: int
     ``seed``) until ``POOL`` times ``samples`` usable voxels are in or
     :func:`blocks_tried` blocks are read. Usable voxels: inside the fixed mask, no hole,
     mapping inside the moving image (a voxel from its edge) and its mask under ``start``,
-    and no moving hole within ``margin + 2`` level voxels of where any affine of ``cover``
-    (4x4 each, ``start`` among them) maps them. Each block's moving window spans where the
+    and no moving hole within a level voxel of where any affine of ``cover`` (4x4 each,
+    ``start`` among them) maps them; holes are left out of both levels' smoothing
+    (:meth:`_Grid.read`), so a sample the optimiser moves near one meets the valid voxels'
+    average around it, never the hole's zeros. Each block's moving window spans where the
     affines of ``cover`` map its usable voxels, ``margin + 2`` level voxels more on every
     side (the optimiser moves no sample further than ``margin``; see
     :meth:`_Objective.bounds`). For ``"lncc"`` whole cubes are then drawn from these until
@@ -420,13 +429,12 @@ def _samples(fixed: _Grid, moving: _Grid, start, cover, masks, params, seed: int
         window_high = np.minimum(np.ceil(reached.max(axis=(0, 1))).astype(int) + reach + 1,
                                  moving.shape)  # fmt: skip
         window, moving_holes = moving.read(window_low, window_high)
-        if moving_holes.any():  # no sample may reach a moving hole
-            near = ndimage.maximum_filter(moving_holes, size=2 * reach + 1, mode="constant")
+        if moving_holes.any():  # no sample starts on a moving hole
+            near = ndimage.maximum_filter(moving_holes, size=3, mode="constant")
             nearest = np.rint(reached - window_low).astype(int)
             nearest = np.clip(nearest, 0, np.array(window.shape) - 1)
             clear = ~near[tuple(np.moveaxis(nearest, -1, 0))].any(axis=0)
             keep[np.flatnonzero(keep)[~clear]] = False
-            window[moving_holes] = 0.0
         if not keep.any():
             continue
         ids = np.ravel_multi_index(tuple((voxels[keep] // params.region_voxels).T), cubes)
