@@ -64,6 +64,7 @@ MAX_TRIES = 4  # at most this many times the blocks the pool needs are read per 
 MARGIN = 4  # level voxels: the most the optimiser moves a sample in one round (its window's
 # margin); an optimum on that bound starts another round with new windows
 ROUNDS = 4  # rounds per level at most
+CANDIDATES = 64  # blocks drawn per block read at most (those outside the masks are passed over)
 
 
 @dataclass(frozen=True)
@@ -365,12 +366,16 @@ class _Samples:
 
 def _block_order(grid: _Grid, params: RefineParams, rng) -> tuple[np.ndarray, np.ndarray]:
     """Blocks of the level (edge ``BLOCK_CUBES`` local NCC cubes) in the order they are
-    tried: all of them, shuffled, when there are at most :func:`blocks_tried`; else that
-    many drawn without replacement. Returns the block grid's shape and the block indices."""
+    tried: all of them, shuffled, when there are at most ``CANDIDATES`` times
+    :func:`blocks_tried`; else that many drawn without replacement (blocks outside the
+    masks or the moving image are passed over without reading the image, so more are
+    drawn than read). Returns the block grid's shape and the block indices."""
     edge = BLOCK_CUBES * params.region_voxels
     grid_shape = -(-grid.shape // edge)
     count = int(np.prod(grid_shape))
-    return grid_shape, rng.choice(count, min(count, blocks_tried(params)), replace=False)
+    return grid_shape, rng.choice(
+        count, min(count, CANDIDATES * blocks_tried(params)), replace=False
+    )
 
 
 def blocks_tried(params: RefineParams) -> int:
@@ -409,19 +414,22 @@ def _samples(fixed: _Grid, moving: _Grid, start, cover, masks, params, seed: int
     reach = margin + 2
     parts, arrays, lows, tried, pooled = [], [], [], 0, 0
     for block in order:
-        if pooled >= POOL * params.samples:
+        if pooled >= POOL * params.samples or tried == blocks_tried(params):
             break
-        tried += 1
         low = np.array(np.unravel_index(block, grid_shape)) * edge
         top = np.minimum(low + edge, fixed.shape)
-        values, holes = fixed.read(low, top)
-        voxels = np.indices(values.shape).reshape(3, -1).T + low
+        voxels = np.indices(top - low).reshape(3, -1).T + low
         points = fixed.positions(voxels)
-        keep = ~holes.reshape(-1) & _mask_at(fixed_mask, fixed.image, points)
+        keep = _mask_at(fixed_mask, fixed.image, points)
         mapped = points @ start[:3, :3].T + start[:3, 3]
         inside = moving.voxels(mapped).T
         keep &= np.all((inside >= 1) & (inside <= high), axis=1)
         keep &= _mask_at(moving_mask, moving.image, mapped)
+        if not keep.any():
+            continue  # passed over: the image is not read
+        tried += 1
+        values, holes = fixed.read(low, top)
+        keep &= ~holes.reshape(-1)
         if not keep.any():
             continue
         reached = np.stack([moving.voxels(points[keep] @ a[:3, :3].T + a[:3, 3]).T for a in cover])
@@ -539,6 +547,9 @@ def refine_by_intensity(
             if len(samples.points) < MIN_SAMPLES:
                 break
             objective = _Objective(samples, current, gain, q, fit_gain)
+            if not objective.weights.sum() > 0:  # no cube with contrast: nothing to align
+                samples.points = samples.points[:0]
+                break
             start = np.concatenate([np.zeros(12), q]) if fit_gain else np.zeros(12)
             bounds = objective.bounds(MARGIN, len(start))
             result = optimize.minimize(
