@@ -4,7 +4,7 @@ its own process, with this code and with another checkout (the code before), at 
 64S; the refinement's TRE against the known affine.
 
     python benchmarks/refine_mask_memory.py --pairs DIR --before CHECKOUT [--sizes S 8S 64S]
-                                            [--out benchmarks/results/refine_mask_memory.tsv]
+        [--skip-before 64S] [--codes before now] [--out benchmarks/results/refine_mask.tsv]
 
 ``DIR`` holds phantom pairs of another imaging round (``phantom.another_round``, no
 deformation) written by ``phantom.write_pair`` as ``DIR/S`` and ``DIR/8S`` (presets S and
@@ -88,9 +88,11 @@ def half_voxel_off(affine: np.ndarray, fixed) -> np.ndarray:
 
 
 def job(code: str, root: Path) -> dict:
-    """Run ``code`` in its own Python process with ``root`` first on the path."""
+    """Run ``code`` in its own Python process in ``root`` (its code imported)."""
     env = dict(os.environ, PYTHONPATH=str(root))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
+    )
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True)
     parser.add_argument("--sizes", nargs="+", default=list(LEVELS))
     parser.add_argument("--skip-before", nargs="*", default=[], help="sizes not run before")
+    parser.add_argument("--codes", nargs="+", default=["before", "now"], help="which to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/refine_mask.tsv"))
     args = parser.parse_args()
     from bigstream_core import phantom
@@ -120,7 +123,7 @@ def main() -> None:
         tre_start = evaluate(affine_map(start), truth, fixed, moving)["mean_um"]
         masks = {}
         for code, root in (("before", args.before), ("now", now)):
-            if code == "before" and size in args.skip_before:
+            if code not in args.codes or (code == "before" and size in args.skip_before):
                 continue
             refine = job(REFINE.format(folder=str(folder), level=level, start=start.tolist()), root)
             tre = evaluate(affine_map(np.array(refine["affine"])), truth, fixed, moving)
