@@ -422,3 +422,29 @@ def test_the_workflow_refines_inside_the_masks(deformed_pair, tmp_path):
     )
     tiles = pd.read_csv(results / "local" / "report.tsv", sep="\t")
     assert tiles["refine"].str.startswith("refined").sum() >= len(tiles) // 2, tiles
+
+
+@pytest.mark.parametrize("shrink, sigma", [(4, 1.0), (1, 0.5), (2, 1.0)])
+def test_a_window_of_a_level_is_the_whole_level_there(shrink, sigma):
+    """A level read by windows (with the Gaussian's support around each, the image's edges
+    continued as the whole image's are) has the values of the whole image smoothed and
+    subsampled; a window with a hole has the valid voxels' average around it."""
+    rng = np.random.default_rng(0)
+    data = ndimage.gaussian_filter(rng.normal(100, 20, (37, 45, 52)), 1.5).astype(np.float32)
+    image = array_image(data, (1.0, 0.9, 0.9))
+    grid = intensity_refine._Grid.of(image, shrink, sigma)
+    level = ndimage.gaussian_filter(data, grid.width, mode="nearest")[::shrink, ::shrink, ::shrink]
+    for low, high in [((0, 0, 0), grid.shape), ((1, 2, 3), (4, 6, 9)), ((2, 0, 5), grid.shape)]:
+        low, high = np.array(low), np.minimum(np.array(high), grid.shape)
+        values, holes = grid.read(low, high)
+        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        np.testing.assert_allclose(values, level[box], rtol=1e-6, atol=1e-4)
+        assert not holes.any()
+    holed = data.copy()
+    holed[8:30, 8:36, 8:40] = np.nan
+    values, holes = intensity_refine._Grid.of(
+        array_image(holed, (1.0, 0.9, 0.9)), shrink, sigma
+    ).read(np.zeros(3, int), grid.shape)
+    assert np.all(np.isfinite(values)) and holes.any()
+    # a voxel whose support is mostly valid: the valid voxels' Gaussian average, within their range
+    assert values[~holes].min() >= data.min() - 1e-3 and values[~holes].max() <= data.max() + 1e-3
