@@ -327,28 +327,38 @@ class _Objective:
 
 class _Windows:
     """The moving level where the samples can reach: one float32 window of level voxels per
-    block of samples, ``arrays[w]`` holding level voxels ``lows[w]`` onwards (z, y, x); the
-    samples (their ``ids``, the window each uses) sorted by window."""
+    block of samples, window ``w`` holding level voxels ``lows[w]`` onwards (z, y, x), and
+    ``ids``, the window each sample uses. The windows are stacked along z in one array
+    (``stack``), each padded by its edge voxels to a common box one voxel larger than the
+    largest, so that all samples are interpolated in one call (measured: 3x faster than a
+    call per window on the small pairs) and none reads another window."""
 
     def __init__(self, grid: _Grid, arrays: list, lows: list, ids: np.ndarray):
-        self.grid, self.arrays, self.lows = grid, arrays, lows
-        self.ids = ids
-        self.bounds = np.searchsorted(ids, np.arange(len(arrays) + 1))
+        self.grid, self.ids = grid, ids
+        box = np.max([a.shape for a in arrays], axis=0) + 1 if arrays else np.ones(3, int)
+        self.stack = np.empty((len(arrays) * box[0], box[1], box[2]), dtype=np.float32)
+        for w, array in enumerate(arrays):
+            pad = [(0, int(n - m)) for n, m in zip(box, array.shape, strict=True)]
+            self.stack[w * box[0] : (w + 1) * box[0]] = np.pad(array, pad, mode="edge")
+        self.lows = np.array(lows, dtype=float).reshape(-1, 3)
+        self.last = np.array([a.shape for a in arrays], dtype=float).reshape(-1, 3) - 1
+        self.box = box
 
     def subset(self, keep: np.ndarray) -> _Windows:
         """The same windows for the samples where ``keep`` (bool) is True."""
-        return _Windows(self.grid, self.arrays, self.lows, self.ids[keep])
+        windows = object.__new__(_Windows)
+        windows.__dict__.update(self.__dict__, ids=self.ids[keep])
+        return windows
 
     def interpolate(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear values (N,) of the moving level at the samples' positions ``points`` (N, 3)
         µm, and their gradient (N, 3) per µm."""
-        voxels = self.grid.voxels(points)
-        values, gradient = np.empty(len(points)), np.empty((len(points), 3))
-        for w, (array, low) in enumerate(zip(self.arrays, self.lows, strict=True)):
-            part = slice(self.bounds[w], self.bounds[w + 1])
-            values[part], gradient[part] = linear_with_gradient(
-                array, voxels[:, part] - low[:, None]
-            )
+        voxels = self.grid.voxels(points) - self.lows[self.ids].T
+        # a sample beyond its window (only where the window ends at the image's edge) takes
+        # the edge's value: never another window's
+        np.clip(voxels, 0, self.last[self.ids].T, out=voxels)
+        voxels[0] += self.ids * self.box[0]
+        values, gradient = linear_with_gradient(self.stack, voxels)
         return values, gradient / self.grid.spacing
 
 
