@@ -131,7 +131,7 @@ def affine_refine(
     """``initial_affine`` (4x4, fixed -> moving, µm, z y x; e.g. from :func:`ransac_affine`)
     refined by maximising the normalised cross-correlation of the images under it.
 
-    ``fix``/``mov``: 3D arrays (z, y, x) or Images (read whole: use a low-res level);
+    ``fix``/``mov``: 3D arrays (z, y, x) or Images (read by windows around the samples);
     ``*_spacing``: z, y, x µm (ignored for Images). ``fix_mask``/``mov_mask``: optional
     arrays of each image's shape (nonzero = foreground): the metric uses fixed voxels inside
     the fixed mask that map inside the moving mask. ``settings``: the fields of

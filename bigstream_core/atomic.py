@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +79,42 @@ def write_npy(path: str | Path, array: Any) -> None:
     """Write an array as ``.npy`` atomically (readable later with ``numpy.load(mmap_mode="r")``)."""
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, array)
+
+
+@contextmanager
+def npy_blocks(
+    path: str | Path, shape: tuple[int, int, int], dtype
+) -> Iterator[Callable[[tuple[slice, slice, slice], np.ndarray], None]]:
+    """Write a ``.npy`` of ``shape`` (z, y, x) and ``dtype`` block by block, atomically:
+    yields ``write(region, block)``, which puts ``block`` at ``region`` (3 slices of step 1,
+    within ``shape``) straight into the file, x rows at a time (whole planes where a block
+    spans y and x), so memory is the block's whatever the array's size. The file appears at
+    ``path`` once the ``with`` block ends without an error; voxels never written are 0."""
+    dtype = np.dtype(dtype)
+    row_bytes = shape[2] * dtype.itemsize
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                  "shape": tuple(int(n) for n in shape)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.flush()
+        start = handle.tell()
+        handle.truncate(start + int(np.prod(shape)) * dtype.itemsize)
+        descriptor = handle.fileno()
+
+        def write(region: tuple[slice, slice, slice], block: np.ndarray) -> None:
+            block = np.ascontiguousarray(block, dtype=dtype)
+            z, y, x = (s.start for s in region)
+            whole_planes = block.shape[1:] == tuple(shape[1:])
+            for i in range(block.shape[0]):
+                plane = start + (z + i) * shape[1] * row_bytes
+                if whole_planes:
+                    os.pwrite(descriptor, block[i].tobytes(), plane)
+                    continue
+                for j in range(block.shape[1]):
+                    offset = plane + (y + j) * row_bytes + x * dtype.itemsize
+                    os.pwrite(descriptor, block[i, j].tobytes(), offset)
+
+        yield write
 
 
 @contextmanager

@@ -7,12 +7,16 @@ sampled metric so it stays fast:
 
 - Level images: the image smoothed by a Gaussian of ``shrink / 2`` voxels (anti-aliasing)
   and ``level_sigmas`` more voxels of the level, then every ``shrink``-th voxel kept (so
-  level voxel ``i`` sits at ``origin + i * shrink * spacing``).
+  level voxel ``i`` sits at ``origin + i * shrink * spacing``); never made whole: each
+  window is read with the Gaussian's support around it and smoothed alone, which gives the
+  whole level's values. NaN or infinite voxels (holes) are left out of the smoothing.
 - Samples: at most ``samples`` fixed voxels of the level, drawn once per level with the
   seed, inside the fixed mask and mapping inside the moving image (and its mask) under the
-  start of the level; for the local NCC whole cubes, the more contrast the likelier. The
-  moving image is interpolated linearly at their images, with the interpolant's exact
-  gradient.
+  start of the level, none on a hole; for the local NCC whole cubes, the more contrast the
+  likelier, from a pool of random blocks of cubes (:func:`_samples`). The moving image is
+  read in one window per block, where the optimiser can move the block's samples, and
+  interpolated linearly there, with the interpolant's exact gradient. Memory and reads
+  follow ``samples``, not the images' size.
 - Gain (``fit_gain``): the moving values are divided by a smooth illumination gain,
   ``exp`` of a linear function of position (3 parameters, see :class:`_Gain`), fitted with
   the affine at the first level and then held. Another imaging round's illumination
@@ -26,7 +30,9 @@ sampled metric so it stays fast:
 - Parameters: 12 numbers, ``y = A0 (x + v (B (x - c) / s + t))``, with ``c`` the samples'
   centre, ``s`` their RMS distance from it and ``v`` the level's voxel size (µm), so a unit
   change of any of the 9 of ``B`` or the 3 of ``t`` moves points by about a voxel;
-  maximised with L-BFGS-B (scipy) from ``B = t = 0`` at each level.
+  maximised with L-BFGS-B (scipy) from ``B = t = 0`` at each level, within bounds that keep
+  every sample in its moving window (``MARGIN`` level voxels); an optimum on a bound starts
+  a new round from there with new windows (``ROUNDS`` at most).
 
 The result is never worse than the start: at the finest level the metric of the refined and
 the initial affine are compared on the same samples and the initial one is kept unless the
@@ -51,6 +57,14 @@ FTOL = 1e-7  # a level stops when an iteration gains less than this relative met
 MIN_SAMPLES = 100  # a level with fewer usable fixed voxels is skipped (the finest: an error)
 MIN_REGION_SAMPLES = 8  # a region with fewer samples is left out of the local NCC
 GAIN_STEP = 0.1  # log gain change, centre to corner, per unit gain parameter
+BLOCK_CUBES = 4  # edge of a block of samples read at once, in local NCC cubes
+POOL = 4  # blocks are read until this many times `samples` usable voxels are in; the contrast
+# draw picks among them
+MAX_TRIES = 4  # at most this many times the blocks the pool needs are read per level and round
+MARGIN = 4  # level voxels: the most the optimiser moves a sample in one round (its window's
+# margin); an optimum on that bound starts another round with new windows
+ROUNDS = 4  # rounds per level at most
+CANDIDATES = 64  # blocks drawn per block read at most (those outside the masks are passed over)
 
 
 @dataclass(frozen=True)
@@ -101,13 +115,40 @@ class RefineParams:
         return cls(**values)
 
 
-@dataclass
-class _Level:
-    """One pyramid level of an image: smoothed float32 voxels, their spacing and origin."""
+@dataclass(frozen=True)
+class _Grid:
+    """One pyramid level of an image, read by windows: level voxel ``i`` (z, y, x) is image
+    voxel ``i * shrink`` of the image smoothed by a Gaussian of ``width`` image voxels (the
+    anti-aliasing ``shrink / 2`` and the level's ``sigma * shrink`` together), so it sits at
+    ``origin + i * shrink * spacing`` µm."""
 
-    data: np.ndarray
-    spacing: np.ndarray
-    origin: np.ndarray
+    image: Image
+    shrink: int
+    width: float
+
+    @classmethod
+    def of(cls, image: Image, shrink: int, sigma: float) -> _Grid:
+        return cls(
+            image, shrink, float(np.hypot(shrink / 2 if shrink > 1 else 0.0, sigma * shrink))
+        )
+
+    @property
+    def shape(self) -> np.ndarray:
+        """Level voxels along z, y, x."""
+        return -(-np.asarray(self.image.shape) // self.shrink)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.asarray(self.image.spacing, dtype=float) * self.shrink
+
+    @property
+    def origin(self) -> np.ndarray:
+        return np.asarray(self.image.origin, dtype=float)
+
+    @property
+    def halo(self) -> int:
+        """Image voxels the smoothing reaches (scipy's Gaussian support, 4 sigma)."""
+        return int(4.0 * self.width + 0.5)
 
     def voxels(self, points: np.ndarray) -> np.ndarray:
         """Level voxel coordinates (3, N) of physical points (N, 3) µm."""
@@ -117,27 +158,45 @@ class _Level:
         """Physical positions (N, 3) µm of level voxel indices (N, 3)."""
         return voxels * self.spacing + self.origin
 
-
-def _level(data: np.ndarray, image: Image, shrink: int, sigma: float) -> _Level:
-    """``data`` (the image's voxels) smoothed and subsampled for one pyramid level."""
-    width = np.hypot(shrink / 2 if shrink > 1 else 0.0, sigma * shrink)
-    smoothed = ndimage.gaussian_filter(data.astype(np.float32), width, mode="nearest")
-    step = (slice(None, None, shrink),) * 3
-    return _Level(
-        np.ascontiguousarray(smoothed[step]),
-        np.asarray(image.spacing, dtype=float) * shrink,
-        np.asarray(image.origin, dtype=float),
-    )
+    def read(self, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Level voxels ``[low, high)`` (level indices, within the level): float32 values, as
+        smoothing the whole image gives them (the image read with the smoothing's halo, its
+        edges continued as ``mode="nearest"`` continues the image's), and where NaN or
+        infinite image voxels dominate (bool). Holes are left out of the smoothing (the
+        valid voxels' Gaussian average: the smoothed data over the smoothed valid share); a
+        level voxel whose Gaussian weight is less than half on valid voxels is a hole."""
+        shape = np.asarray(self.image.shape)
+        first = np.maximum(low * self.shrink - self.halo, 0)
+        last = np.minimum((high - 1) * self.shrink + self.halo + 1, shape)
+        data, holes = self.image.read_with_holes(
+            tuple(slice(int(a), int(b)) for a, b in zip(first, last, strict=True))
+        )
+        pick = tuple(
+            slice(int(a * self.shrink - f), int((b - 1) * self.shrink - f + 1), self.shrink)
+            for a, b, f in zip(low, high, first, strict=True)
+        )
+        smoothed = ndimage.gaussian_filter(data.astype(np.float32), self.width, mode="nearest")
+        if holes is None:
+            return np.ascontiguousarray(smoothed[pick]), np.zeros(tuple(high - low), dtype=bool)
+        weight = ndimage.gaussian_filter((~holes).astype(np.float32), self.width, mode="nearest")
+        weight = weight[pick]
+        # no valid voxel within the Gaussian's support: 0 (such a voxel is a hole)
+        values = np.where(weight > 1e-6, smoothed[pick] / np.maximum(weight, 1e-6), 0.0)
+        return values.astype(np.float32), weight < 0.5
 
 
 def _mask_at(mask: np.ndarray | None, image: Image, points: np.ndarray) -> np.ndarray:
-    """Whether each point (N, 3) µm lies in ``mask`` (on ``image``'s grid; None: all do)."""
+    """Whether each point (N, 3) µm lies in ``mask`` (on ``image``'s grid; None: all do);
+    reads only the box of the mask the points' nearest voxels span."""
     if mask is None:
         return np.ones(len(points), dtype=bool)
     index = np.rint((points - np.asarray(image.origin)) / np.asarray(image.spacing)).astype(int)
     inside = np.all((index >= 0) & (index < np.asarray(mask.shape)), axis=1)
     found = np.zeros(len(points), dtype=bool)
-    found[inside] = mask[tuple(index[inside].T)]
+    if inside.any():
+        low, high = index[inside].min(axis=0), index[inside].max(axis=0) + 1
+        window = np.asarray(mask[tuple(slice(a, b) for a, b in zip(low, high, strict=True))])
+        found[inside] = window[tuple((index[inside] - low).T)] != 0
     return found
 
 
@@ -172,14 +231,14 @@ class _Objective:
     """The sampled metric of one level and its gradient in the 12 affine parameters, plus
     the 3 gain parameters when ``fit_gain`` (else the gain ``q`` is held)."""
 
-    def __init__(self, moving: _Level, points, values, regions, start, gain=None, q=None,
-                 fit_gain=False):  # fmt: skip
+    def __init__(self, samples: _Samples, start, gain=None, q=None, fit_gain=False):
+        regions = samples.regions
         keep = np.bincount(regions)[regions] >= MIN_REGION_SAMPLES
-        self.moving = moving
+        self.moving = samples.windows.subset(keep)
         self.start = start
-        self.step = float(np.mean(moving.spacing))  # µm moved by a unit parameter
-        self.points = points[keep]
-        self.values = values[keep].astype(np.float64)
+        self.step = float(np.mean(self.moving.grid.spacing))  # µm moved by a unit parameter
+        self.points = samples.points[keep]
+        self.values = samples.values[keep].astype(np.float64)
         self.centre = self.points.mean(axis=0)
         self.offsets = self.points - self.centre
         self.scale = float(np.sqrt((self.offsets**2).sum(axis=1).mean())) or 1.0
@@ -205,6 +264,19 @@ class _Objective:
         update[:3, 3] = self.step * p[9:12] - b @ self.centre
         return self.start @ update
 
+    def bounds(self, margin: int, parameters: int) -> list[tuple[float | None, float | None]]:
+        """Box bounds of the parameters (L-BFGS-B's, which it never leaves) that keep every
+        sample within ``margin`` level voxels of the moving image, along each axis, of where
+        ``start`` maps it: a sample ``x`` moves by ``start[:3, :3] step (B d + t)`` µm with
+        ``d = (x - centre) / scale``, at most ``sum_i |start[k, i]| step (b |d|_1 + tau)`` µm
+        along moving axis ``k`` when ``|B_ij| <= b`` and ``|t_i| <= tau``; ``b |d|_1`` and
+        ``tau`` each get half. The gain's parameters are free."""
+        reach = np.abs(self.start[:3, :3]).sum(axis=1) / self.moving.grid.spacing
+        total = margin / (self.step * float(reach.max()))
+        spread = float(np.abs(self.offsets).sum(axis=1).max()) / self.scale or 1.0
+        limits = [total / 2 / spread] * 9 + [total / 2] * 3
+        return [(-v, v) for v in limits] + [(None, None)] * (parameters - 12)
+
     def hold_gain(self, q: np.ndarray) -> None:
         """From now on, evaluate with the gain ``q`` held (12 parameters)."""
         self.q, self.fit_gain = q, False
@@ -223,8 +295,7 @@ class _Objective:
 
     def region_scores(self, matrix: np.ndarray) -> np.ndarray:
         """Each region's NCC under the affine ``matrix`` (4x4), with the gain held."""
-        voxels = self.moving.voxels(self.points @ matrix[:3, :3].T + matrix[:3, 3])
-        m, _ = linear_with_gradient(self.moving.data, voxels)
+        m, _ = self.moving.interpolate(self.points @ matrix[:3, :3].T + matrix[:3, 3])
         if self.terms is not None and self.q is not None:
             m *= np.exp(-self.terms @ self.q)
         return self._region_ncc(m)[0]
@@ -233,9 +304,7 @@ class _Objective:
         """Minus the metric at ``p``, and its gradient."""
         self.evaluations += 1
         matrix = self.affine(p)
-        voxels = self.moving.voxels(self.points @ matrix[:3, :3].T + matrix[:3, 3])
-        m, gradient = linear_with_gradient(self.moving.data, voxels)
-        gradient /= self.moving.spacing
+        m, gradient = self.moving.interpolate(self.points @ matrix[:3, :3].T + matrix[:3, 3])
         if self.terms is not None:  # the moving values divided by the gain
             correction = np.exp(-self.terms @ (p[12:] if self.fit_gain else self.q))
             m *= correction
@@ -256,56 +325,163 @@ class _Objective:
         return -metric, -d_p
 
 
-def _samples(fixed: _Level, moving: _Level, start, masks, images, params, seed: int):
-    """Fixed level voxels (positions µm, values, region ids) used at one level.
+class _Windows:
+    """The moving level where the samples can reach: one float32 window of level voxels per
+    block of samples, window ``w`` holding level voxels ``lows[w]`` onwards (z, y, x), and
+    ``ids``, the window each sample uses. The windows are stacked along z in one array
+    (``stack``), each padded by its edge voxels to a common box one voxel larger than the
+    largest, so that all samples are interpolated in one call (measured: 3x faster than a
+    call per window on the small pairs) and none reads another window."""
 
-    Usable voxels: inside the fixed mask, mapping inside the moving image (a voxel from its
-    edge) and its mask under ``start``; checked one z plane of the level at a time, keeping
-    4 or 8 bytes per usable voxel. For ``"lncc"`` whole cubes of ``region_voxels`` are
-    drawn until ``samples`` voxels are in, so each cube's NCC uses all its usable voxels; a
-    cube is drawn with a probability proportional to its fixed contrast (the standard
-    deviation of its usable fixed values), so flat background, which tells nothing about
-    the alignment, is rarely drawn (measured on the S another-round pair: 0.008 µm from the
-    truth, 0.02-0.03 µm with cubes drawn uniformly). For ``"ncc"`` single voxels are drawn
-    uniformly (all in one region). The draws use ``seed``."""
+    def __init__(self, grid: _Grid, arrays: list, lows: list, ids: np.ndarray):
+        self.grid, self.ids = grid, ids
+        box = np.max([a.shape for a in arrays], axis=0) + 1 if arrays else np.ones(3, int)
+        self.stack = np.empty((len(arrays) * box[0], box[1], box[2]), dtype=np.float32)
+        for w, array in enumerate(arrays):
+            pad = [(0, int(n - m)) for n, m in zip(box, array.shape, strict=True)]
+            self.stack[w * box[0] : (w + 1) * box[0]] = np.pad(array, pad, mode="edge")
+        self.lows = np.array(lows, dtype=float).reshape(-1, 3)
+        self.last = np.array([a.shape for a in arrays], dtype=float).reshape(-1, 3) - 1
+        self.box = box
+
+    def subset(self, keep: np.ndarray) -> _Windows:
+        """The same windows for the samples where ``keep`` (bool) is True."""
+        windows = object.__new__(_Windows)
+        windows.__dict__.update(self.__dict__, ids=self.ids[keep])
+        return windows
+
+    def interpolate(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear values (N,) of the moving level at the samples' positions ``points`` (N, 3)
+        µm, and their gradient (N, 3) per µm."""
+        voxels = self.grid.voxels(points) - self.lows[self.ids].T
+        # a sample beyond its window (only where the window ends at the image's edge) takes
+        # the edge's value: never another window's
+        np.clip(voxels, 0, self.last[self.ids].T, out=voxels)
+        voxels[0] += self.ids * self.box[0]
+        values, gradient = linear_with_gradient(self.stack, voxels)
+        return values, gradient / self.grid.spacing
+
+
+@dataclass
+class _Samples:
+    """Fixed samples of one level: positions (N, 3) µm, values (N,), local NCC cube ids (N,),
+    the moving windows they reach, and how many blocks were read."""
+
+    points: np.ndarray
+    values: np.ndarray
+    regions: np.ndarray
+    windows: _Windows
+    blocks: int
+
+
+def _block_order(grid: _Grid, params: RefineParams, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of the level (edge ``BLOCK_CUBES`` local NCC cubes) in the order they are
+    tried: all of them, shuffled, when there are at most ``CANDIDATES`` times
+    :func:`blocks_tried`; else that many drawn without replacement (blocks outside the
+    masks or the moving image are passed over without reading the image, so more are
+    drawn than read). Returns the block grid's shape and the block indices."""
+    edge = BLOCK_CUBES * params.region_voxels
+    grid_shape = -(-grid.shape // edge)
+    count = int(np.prod(grid_shape))
+    return grid_shape, rng.choice(
+        count, min(count, CANDIDATES * blocks_tried(params)), replace=False
+    )
+
+
+def blocks_tried(params: RefineParams) -> int:
+    """Sample blocks a level reads at most per image (each with its windows): enough for
+    ``POOL`` times ``samples`` voxels ``MAX_TRIES`` times over."""
+    edge = BLOCK_CUBES * params.region_voxels
+    return MAX_TRIES * -(-POOL * params.samples // edge**3)
+
+
+def _samples(fixed: _Grid, moving: _Grid, start, cover, masks, params, seed: int, margin: int):
+    """The fixed samples of one level (:class:`_Samples`), read block by block.
+
+    Blocks of ``BLOCK_CUBES`` cubes of ``region_voxels`` are read in a random order (the
+    ``seed``) until ``POOL`` times ``samples`` usable voxels are in or
+    :func:`blocks_tried` blocks are read. Usable voxels: inside the fixed mask, no hole,
+    mapping inside the moving image (a voxel from its edge) and its mask under ``start``,
+    and no moving hole within a level voxel of where any affine of ``cover`` (4x4 each,
+    ``start`` among them) maps them; holes are left out of both levels' smoothing
+    (:meth:`_Grid.read`), so a sample the optimiser moves near one meets the valid voxels'
+    average around it, never the hole's zeros. Each block's moving window spans where the
+    affines of ``cover`` map its usable voxels, ``margin + 2`` level voxels more on every
+    side (the optimiser moves no sample further than ``margin``; see
+    :meth:`_Objective.bounds`). For ``"lncc"`` whole cubes are then drawn from these until
+    ``samples`` voxels are in, each with a probability proportional to its fixed contrast
+    (the standard deviation of its usable fixed values), so flat background, which tells
+    nothing about the alignment, is rarely drawn (measured on the S another-round pair:
+    0.008 µm from the truth, 0.02-0.03 µm with cubes drawn uniformly). For ``"ncc"``
+    single voxels are drawn uniformly (all in one region). Memory: the pool and its
+    windows, whatever the level's size."""
     fixed_mask, moving_mask = masks
-    shape = fixed.data.shape
-    plane = np.indices(shape[1:]).reshape(2, -1).T
-    cubes = np.array(shape) // params.region_voxels + 1
-    plane_cube = (plane[:, 0] // params.region_voxels) * cubes[2] + plane[
-        :, 1
-    ] // params.region_voxels
-    high = np.array(moving.data.shape) - 2.0
-    index_type = np.int32 if fixed.data.size < 2**31 else np.int64
-    kept, kept_cubes = [], []
-    moments = np.zeros((2, int(np.prod(cubes))))  # per cube: sum and sum of squares
-    for z in range(shape[0]):
-        points = fixed.positions(np.column_stack([np.full(len(plane), z), plane]))
-        keep = _mask_at(fixed_mask, images[0], points)
-        mapped = points @ start[:3, :3].T + start[:3, 3]
-        voxels = moving.voxels(mapped).T
-        keep &= np.all((voxels >= 1) & (voxels <= high), axis=1)
-        keep &= _mask_at(moving_mask, images[1], mapped)
-        inside = np.flatnonzero(keep)
-        kept.append((inside + z * len(plane)).astype(index_type))
-        ids = plane_cube[inside] + (z // params.region_voxels) * cubes[1] * cubes[2]
-        kept_cubes.append(ids)
-        values = fixed.data[z].reshape(-1)[inside].astype(np.float64)
-        for power in (1, 2):
-            moments[power - 1] += np.bincount(ids, values**power, minlength=moments.shape[1])
-    chosen = np.concatenate(kept)
-    regions = np.concatenate(kept_cubes)
     rng = np.random.default_rng(seed)
+    edge = BLOCK_CUBES * params.region_voxels
+    grid_shape, order = _block_order(fixed, params, rng)
+    cubes = -(-fixed.shape // params.region_voxels)
+    high = moving.shape - 2.0
+    reach = margin + 2
+    parts, arrays, lows, tried, pooled = [], [], [], 0, 0
+    for block in order:
+        if pooled >= POOL * params.samples or tried == blocks_tried(params):
+            break
+        low = np.array(np.unravel_index(block, grid_shape)) * edge
+        top = np.minimum(low + edge, fixed.shape)
+        voxels = np.indices(top - low).reshape(3, -1).T + low
+        points = fixed.positions(voxels)
+        keep = _mask_at(fixed_mask, fixed.image, points)
+        mapped = points @ start[:3, :3].T + start[:3, 3]
+        inside = moving.voxels(mapped).T
+        keep &= np.all((inside >= 1) & (inside <= high), axis=1)
+        keep &= _mask_at(moving_mask, moving.image, mapped)
+        if not keep.any():
+            continue  # passed over: the image is not read
+        tried += 1
+        values, holes = fixed.read(low, top)
+        keep &= ~holes.reshape(-1)
+        if not keep.any():
+            continue
+        reached = np.stack([moving.voxels(points[keep] @ a[:3, :3].T + a[:3, 3]).T for a in cover])
+        window_low = np.maximum(np.floor(reached.min(axis=(0, 1))).astype(int) - reach, 0)
+        window_high = np.minimum(np.ceil(reached.max(axis=(0, 1))).astype(int) + reach + 1,
+                                 moving.shape)  # fmt: skip
+        window, moving_holes = moving.read(window_low, window_high)
+        if moving_holes.any():  # no sample starts on a moving hole
+            near = ndimage.maximum_filter(moving_holes, size=3, mode="constant")
+            nearest = np.rint(reached - window_low).astype(int)
+            nearest = np.clip(nearest, 0, np.array(window.shape) - 1)
+            clear = ~near[tuple(np.moveaxis(nearest, -1, 0))].any(axis=0)
+            keep[np.flatnonzero(keep)[~clear]] = False
+        if not keep.any():
+            continue
+        ids = np.ravel_multi_index(tuple((voxels[keep] // params.region_voxels).T), cubes)
+        parts.append(
+            (points[keep], values.reshape(-1)[keep], ids, np.full(keep.sum(), len(arrays)))
+        )
+        arrays.append(window)
+        lows.append(window_low)
+        pooled += int(keep.sum())
+    if not parts:
+        empty = np.zeros((0, 3))
+        return _Samples(
+            empty, np.zeros(0), np.zeros(0, int), _Windows(moving, [], [], np.zeros(0, int)), tried
+        )
+    points, values, cube_ids, window_ids = (
+        np.concatenate(part) for part in zip(*parts, strict=True)
+    )
+    _, regions = np.unique(cube_ids, return_inverse=True)
     if params.metric == "ncc":
-        regions = np.zeros(len(chosen), dtype=np.int64)
-        if len(chosen) > params.samples:
-            pick = np.sort(rng.choice(len(chosen), params.samples, replace=False))
-            chosen, regions = chosen[pick], regions[pick]
-    elif len(chosen) > params.samples:
+        regions = np.zeros(len(points), dtype=np.int64)
+        pick = np.zeros(len(points), dtype=bool)
+        pick[rng.choice(len(points), min(len(points), params.samples), replace=False)] = True
+    else:
+        values64 = values.astype(np.float64)
+        moments = np.stack([np.bincount(regions, values64**p) for p in (1, 2)])
         pick = _contrast_draw(regions, moments, params.samples, rng)[regions]
-        chosen, regions = chosen[pick], regions[pick]
-    voxels = np.column_stack(np.unravel_index(chosen, shape))
-    return fixed.positions(voxels), fixed.data.reshape(-1)[chosen], regions
+    used, window_ids = np.unique(window_ids[pick], return_inverse=True)
+    windows = _Windows(moving, [arrays[w] for w in used], [lows[w] for w in used], window_ids)
+    return _Samples(points[pick], values[pick], regions[pick], windows, tried)
 
 
 def _contrast_draw(regions: np.ndarray, moments: np.ndarray, samples: int, rng) -> np.ndarray:
@@ -340,60 +516,80 @@ def refine_by_intensity(
     """The affine refined by intensities, and a report.
 
     Args:
-        fixed, moving: the images (read whole: use a low-res level or a tile).
+        fixed, moving: the images (read by windows around the samples, never whole).
         initial_affine: 4x4, fixed -> moving, µm, z y x (the RANSAC result).
         params: see :class:`RefineParams`.
-        fixed_mask, moving_mask: boolean arrays on the images' own voxel grids (or None);
-            the metric uses only fixed samples inside the fixed mask that map inside the
-            moving mask.
+        fixed_mask, moving_mask: boolean arrays on the images' own voxel grids (or None;
+            memory-mapped ones are read by windows too); the metric uses only fixed samples
+            inside the fixed mask that map inside the moving mask.
         seed: the samples' random draw.
+
+    Each level runs in rounds: samples and their moving windows under the round's start,
+    then L-BFGS-B within bounds that keep every sample inside its window
+    (:meth:`_Objective.bounds`, ``MARGIN`` level voxels); an optimum on a bound starts
+    another round from it (new windows), at most ``ROUNDS`` per level.
 
     Returns ``(affine, report)``; the report has ``metric_before``/``metric_after`` (the
     finest level's metric, -1..1, on the same samples), ``status`` (``"refined"`` or
-    ``"kept the initial affine: ..."``), per-level iterations and evaluations, ``samples`` and
-    ``time_s``. A coarse level with fewer than ``MIN_SAMPLES`` usable voxels is skipped;
-    :class:`RefineError` when the finest has too few.
+    ``"kept the initial affine: ..."``), per level the iterations, evaluations, samples,
+    blocks read and rounds, and ``time_s``. A coarse level with fewer than ``MIN_SAMPLES``
+    usable voxels is skipped; :class:`RefineError` when the finest has too few.
     """
     started = time.perf_counter()
     initial = np.asarray(initial_affine, dtype=float)
-    data = (fixed.read((slice(None),) * 3), moving.read((slice(None),) * 3))
     gain = _Gain.of_box(fixed) if params.fit_gain else None
     q = np.zeros(3)  # the gain's parameters: fitted at the first level that runs, then held
     current, levels, finest = initial, [], None
     for index, (shrink, sigma) in enumerate(
         zip(params.shrink_factors, params.level_sigmas, strict=True)
     ):
-        fixed_level = _level(data[0], fixed, shrink, sigma)
-        moving_level = _level(data[1], moving, shrink, sigma)
-        points, values, regions = _samples(
-            fixed_level, moving_level, current, (fixed_mask, moving_mask), (fixed, moving),
-            params, seed + index,
-        )  # fmt: skip
-        if len(points) < MIN_SAMPLES:
-            if index + 1 < len(params.shrink_factors):
-                levels.append({"shrink": shrink, "samples": int(len(points)), "skipped": True})
+        grids = (_Grid.of(fixed, shrink, sigma), _Grid.of(moving, shrink, sigma))
+        last = index + 1 == len(params.shrink_factors)
+        fit_gain = gain is not None and finest is None
+        level = {"shrink": shrink, "iterations": 0, "evaluations": 0, "blocks": 0, "rounds": 0}
+        for round_ in range(ROUNDS):
+            samples = _samples(
+                *grids, current, [current, initial] if last else [current],
+                (fixed_mask, moving_mask), params, seed + index, MARGIN,
+            )  # fmt: skip
+            level["blocks"] += samples.blocks
+            level["samples"] = int(len(samples.points))
+            if len(samples.points) < MIN_SAMPLES:
+                break
+            objective = _Objective(samples, current, gain, q, fit_gain)
+            if not objective.weights.sum() > 0:  # no cube with contrast: nothing to align
+                samples.points = samples.points[:0]
+                break
+            start = np.concatenate([np.zeros(12), q]) if fit_gain else np.zeros(12)
+            bounds = objective.bounds(MARGIN, len(start))
+            result = optimize.minimize(
+                objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                options={"maxiter": params.iterations, "gtol": 1e-8, "ftol": FTOL},
+            )  # fmt: skip
+            current = objective.affine(result.x)
+            if fit_gain:
+                q = result.x[12:]
+            level["iterations"] += int(result.nit)
+            level["evaluations"] += objective.evaluations
+            level["rounds"] = round_ + 1
+            level["metric"] = round(-float(result.fun), 6)
+            limits = np.array([high for _, high in bounds[:12]])
+            if not np.any(np.abs(result.x[:12]) >= 0.999 * limits):
+                break  # the optimum lies inside the windows
+        if len(samples.points) < MIN_SAMPLES:
+            if not last:
+                levels.append({"shrink": shrink, "samples": level["samples"], "skipped": True})
                 continue
             raise RefineError(
-                f"level shrink {shrink}: {len(points)} fixed voxels inside the mask map inside "
-                f"the moving image; at least {MIN_SAMPLES} are needed"
+                f"level shrink {shrink}: {len(samples.points)} fixed voxels inside the mask map "
+                f"inside the moving image; at least {MIN_SAMPLES} are needed"
             )
-        fit_gain = gain is not None and finest is None
-        objective = _Objective(moving_level, points, values, regions, current, gain, q, fit_gain)
-        result = optimize.minimize(
-            objective, np.zeros(15 if fit_gain else 12), jac=True, method="L-BFGS-B",
-            options={"maxiter": params.iterations, "gtol": 1e-8, "ftol": FTOL},
-        )  # fmt: skip
-        current = objective.affine(result.x)
         if fit_gain:
-            q = result.x[12:]
             objective.hold_gain(q)
-        levels.append(
-            {"shrink": shrink, "samples": int(len(objective.values)),
-             "iterations": int(result.nit), "evaluations": objective.evaluations,
-             "metric": round(-float(result.fun), 6)}
-        )  # fmt: skip
+        level["samples"] = int(len(objective.values))
+        levels.append(level)
         finest = objective
-    # both affines judged on the finest level's samples, with the same gain
+    # both affines judged on the finest level's samples (its windows reach both), same gain
     before = -finest(_parameters_of(finest, initial))[0]
     after = -finest(_parameters_of(finest, current))[0]
     report = {
@@ -424,8 +620,9 @@ def compare_affines(
     """The refinement's metric for each of ``candidates`` (4x4 affines, fixed -> moving,
     µm), judged on one set of samples: those of the finest level of ``params``, drawn as
     the refinement draws them under the first candidate (inside the masks, on the images'
-    own grids). No gain is fitted: a local NCC cube is 4 voxels across, and a smooth
-    illumination gain barely changes inside one.
+    own grids; the moving windows reach where every candidate maps them). No gain is
+    fitted: a local NCC cube is 4 voxels across, and a smooth illumination gain barely
+    changes inside one.
 
     Returns ``(scores, weights)``: each candidate's NCC per cube, shape (candidates, cubes),
     and each cube's weight (its samples times its fixed contrast), so that the metric of
@@ -433,21 +630,17 @@ def compare_affines(
     per-cube differences between two candidates says whether one beats the other beyond
     the noise. Raises :class:`RefineError` with too few usable samples.
     """
-    data = (fixed.read((slice(None),) * 3), moving.read((slice(None),) * 3))
     shrink, sigma = params.shrink_factors[-1], params.level_sigmas[-1]
-    fixed_level = _level(data[0], fixed, shrink, sigma)
-    moving_level = _level(data[1], moving, shrink, sigma)
-    start = np.asarray(candidates[0], dtype=float)
-    points, values, regions = _samples(
-        fixed_level, moving_level, start, (fixed_mask, moving_mask), (fixed, moving), params, seed
-    )
-    if len(points) < MIN_SAMPLES:
+    grids = (_Grid.of(fixed, shrink, sigma), _Grid.of(moving, shrink, sigma))
+    cover = [np.asarray(c, dtype=float) for c in candidates]
+    samples = _samples(*grids, cover[0], cover, (fixed_mask, moving_mask), params, seed, 0)
+    if len(samples.points) < MIN_SAMPLES:
         raise RefineError(
-            f"{len(points)} fixed voxels inside the mask map inside the moving image; at least "
-            f"{MIN_SAMPLES} are needed to compare affines"
+            f"{len(samples.points)} fixed voxels inside the mask map inside the moving image; "
+            f"at least {MIN_SAMPLES} are needed to compare affines"
         )
-    objective = _Objective(moving_level, points, values, regions, start)
-    scores = np.array([objective.region_scores(np.asarray(c, dtype=float)) for c in candidates])
+    objective = _Objective(samples, cover[0])
+    scores = np.array([objective.region_scores(c) for c in cover])
     return scores, objective.weights
 
 

@@ -92,14 +92,43 @@ def field_region_mem_mb(core_nodes: int, attempt: int = 1) -> int:
     return int((BASELINE_MB + arrays) * attempt)
 
 
-# Affine refinement (whole low-res levels): each image's voxels as read, a float32 copy, its
-# smoothed copy and the level's subsample, plus int64 indices of the usable fixed voxels.
-REFINE_BYTES_PER_VOXEL = 32
+# Affine refinement, read by windows (bigstream_core.intensity_refine): per level a pool of
+# POOL x samples usable voxels (positions, values, cube and window ids) with its blocks'
+# moving windows, the objective's arrays, and one window read with the smoothing's support
+# (largest at the coarsest level: its edge grows with the shrink); nothing follows the
+# images' size. Measured: benchmarks/results/2026-12-03-refine-windows.md.
+REFINE_BYTES_PER_SAMPLE = 1500
+REFINE_WINDOW_EDGE = 48  # level voxels: a block's moving window with its margin and halo
+REFINE_BYTES_PER_READ_VOXEL = 16  # as read, in float32, smoothed, the filter's buffer
 
 
-def refine_mem_mb(voxels: int, attempt: int = 1) -> int:
-    """MB for refining an affine on two images of ``voxels`` voxels together."""
-    return int((BASELINE_MB + voxels * REFINE_BYTES_PER_VOXEL / 2**20) * attempt)
+def refine_mem_mb(samples: int, coarsest_shrink: int, attempt: int = 1) -> int:
+    """MB for refining an affine by intensities, ``samples`` per level, the coarsest level
+    shrinking the image ``coarsest_shrink`` times (whatever the images' size)."""
+    read = (REFINE_WINDOW_EDGE * coarsest_shrink) ** 3 * REFINE_BYTES_PER_READ_VOXEL
+    return int((BASELINE_MB + (samples * REFINE_BYTES_PER_SAMPLE + read) / 2**20) * attempt)
+
+
+# Masks (bigstream_core.masks): the automatic one holds one block read with the Gaussian's
+# support (as read, float32, smoothed, the filter's buffer) and the threshold's sample
+# (float32, and its concatenation); a mask file is placed one plane of the low-res grid at a
+# time (the mask's plane as read, the nearest-voxel plane).
+MASK_BYTES_PER_BLOCK_VOXEL = 16
+MASK_BYTES_PER_SAMPLE = 8
+MASK_BYTES_PER_PLANE_VOXEL = 4
+
+
+def mask_mem_mb(block_voxels: int, sample_voxels: int, plane_voxels: int = 0,
+                attempt: int = 1) -> int:  # fmt: skip
+    """MB for writing one mask: blocks of ``block_voxels`` voxels with their halo and a
+    threshold sample of ``sample_voxels`` (the automatic mask), or planes of
+    ``plane_voxels`` (a mask file)."""
+    arrays = (
+        block_voxels * MASK_BYTES_PER_BLOCK_VOXEL
+        + sample_voxels * MASK_BYTES_PER_SAMPLE
+        + plane_voxels * MASK_BYTES_PER_PLANE_VOXEL
+    )
+    return int((BASELINE_MB + arrays / 2**20) * attempt)
 
 
 # Runtimes (minutes), generous: a fixed start-up allowance plus the voxels a job goes

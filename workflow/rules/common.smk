@@ -12,6 +12,7 @@ from bigstream_workflow.config import (
     moving_channels,
     open_moving_channels,
 )
+from bigstream_core import masks
 from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
 from bigstream_workflow.plan import (
@@ -26,6 +27,7 @@ from bigstream_workflow.resources import (
     field_region_mem_mb as field_region_job_mem_mb,
     keypoint_job_mem_mb,
     local_tile_mem_mb as local_job_mem_mb,
+    mask_mem_mb as mask_job_mem_mb,
     match_job_mem_mb,
     refine_mem_mb as refine_job_mem_mb,
     pyramid_mem_mb as pyramid_job_mem_mb,
@@ -149,15 +151,27 @@ def mask_files(role):
 # function of `attempt` is decorated (tests/test_storage_errors.py checks).
 @resource_attempts
 def refine_mem_mb(wildcards, attempt):
-    """Memory of the global refinement: both low-res levels and their pyramids."""
-    shapes = [IMAGES[role]["lowres"].shape for role in ("fixed", "moving")]
-    return refine_job_mem_mb(sum(int(np.prod(shape)) for shape in shapes), attempt)
+    """Memory of the global refinement: its samples and their windows (not the levels)."""
+    refine = config["global_affine"]["refine"]
+    return refine_job_mem_mb(refine["samples"], max(refine["shrink_factors"]), attempt)
 
 
 @resource_attempts
 def mask_mem_mb(wildcards, attempt):
-    """Memory of making one image's low-res mask (the level in float32, smoothed)."""
-    return refine_job_mem_mb(int(np.prod(IMAGES[wildcards.image]["lowres"].shape)), attempt)
+    """Memory of writing one image's low-res mask: a block with its halo and the threshold's
+    sample (automatic), or a plane of the low-res grid (a mask file)."""
+    lowres = IMAGES[wildcards.image]["lowres"]
+    if config[wildcards.image].get("mask"):
+        return mask_job_mem_mb(0, 0, lowres.shape[1] * lowres.shape[2], attempt)
+    halo = (4 * config["foreground"]["smooth_um"] / np.asarray(lowres.spacing) + 0.5).astype(int)
+    block = np.minimum(masks.BLOCK + 2 * halo, lowres.shape)
+    return mask_job_mem_mb(int(np.prod(block)), masks.SAMPLE_VOXELS, 0, attempt)
+
+
+def mask_runtime_min(wildcards, attempt):
+    """Time of writing one image's low-res mask: two passes over the level (the threshold's
+    sample, then the mask), block by block."""
+    return runtime_min(2 * int(np.prod(IMAGES[wildcards.image]["lowres"].shape)), attempt)
 
 
 def keypoint_grid_config():

@@ -15,7 +15,7 @@ rule foreground_mask:
     threads: 1
     resources:
         mem_mb=mask_mem_mb,
-        runtime=30,
+        runtime=mask_runtime_min,
     params:
         images=image_config(),
         inputs=INPUTS,
