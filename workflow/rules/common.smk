@@ -168,6 +168,7 @@ def mask_mem_mb(wildcards, attempt):
     return mask_job_mem_mb(int(np.prod(block)), masks.SAMPLE_VOXELS, 0, attempt)
 
 
+@resource_attempts
 def mask_runtime_min(wildcards, attempt):
     """Time of writing one image's low-res mask: two passes over the level (the threshold's
     sample, then the mask), block by block."""
