@@ -7,13 +7,13 @@ this is the target registration error (TRE) over the sampled points.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 from skimage.filters import threshold_otsu
 
 from bigstream_core.io import Image
+from bigstream_core.masks import sample_stride
 from bigstream_core.resample import resample_region
 from bigstream_core.tiling import tile_grid
 
@@ -88,17 +88,6 @@ def evaluate(estimate: PointMap, truth: PointMap, fixed: Image, moving: Image) -
 NCC_BLOCK = (64, 128, 128)
 """Fixed-grid voxels (z, y, x) :func:`foreground_ncc` holds at a time (with the moving
 block pulled onto them: ~100 MB), whatever the image's size."""
-SAMPLE_VOXELS = 2**21
-"""Most voxels of the strided sample a foreground threshold is found on."""
-
-
-def sample_stride(shape, max_voxels: int = SAMPLE_VOXELS, least: int = 4) -> int:
-    """The smallest stride (at least ``least``) along every axis whose sample of an image of
-    ``shape`` voxels holds at most ``max_voxels``."""
-    stride = max(least, math.ceil((math.prod(shape) / max_voxels) ** (1 / 3)))
-    while math.prod(len(range(0, n, stride)) for n in shape) > max_voxels:
-        stride += 1
-    return stride
 
 
 def strided_sample(image: Image, stride: int, block=NCC_BLOCK) -> np.ndarray:
@@ -114,10 +103,11 @@ def foreground_ncc(
 ) -> float:
     """Normalised cross-correlation of ``fixed`` and ``moving(transform(x))`` over the fixed
     foreground (above the Otsu threshold of a strided sample of at most
-    :data:`SAMPLE_VOXELS`), accumulated one fixed-grid block of ``block`` voxels (z, y, x)
-    at a time, so memory follows the block, not the image (the transform computed every
-    ``step``-th voxel, see :func:`~bigstream_core.resample.transformed_voxels`)."""
-    sample = strided_sample(fixed, sample_stride(fixed.shape))
+    :data:`~bigstream_core.masks.SAMPLE_VOXELS`), accumulated one fixed-grid block of
+    ``block`` voxels (z, y, x) at a time, so memory follows the block, not the image (the
+    transform computed every ``step``-th voxel, see
+    :func:`~bigstream_core.resample.transformed_voxels`)."""
+    sample = strided_sample(fixed, sample_stride(fixed.shape, least=4))
     level = threshold_otsu(sample.astype(float)) if np.ptp(sample) else sample[0]
     sums = np.zeros(6)
     for tile in tile_grid(fixed.shape, block):

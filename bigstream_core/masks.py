@@ -108,10 +108,10 @@ def _smoothed_blocks(image: Image, sigma: np.ndarray):
         yield tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True)), smooth[core]
 
 
-def sample_stride(shape) -> int:
-    """The stride (at least 2) of the voxels the automatic threshold is found on: the
-    smallest that keeps at most ``SAMPLE_VOXELS`` voxels of an image of ``shape``."""
-    stride = 2
+def sample_stride(shape, least: int = 2) -> int:
+    """The stride (at least ``least``) of the voxels a threshold is found on: the smallest
+    that keeps at most ``SAMPLE_VOXELS`` voxels of an image of ``shape``."""
+    stride = least
     while np.prod([-(-n // stride) for n in shape]) > SAMPLE_VOXELS:
         stride += 1
     return stride
