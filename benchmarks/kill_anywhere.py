@@ -1,0 +1,105 @@
+"""Kill the workflow at random points of every stage; resume; compare every output byte for byte.
+
+    PYTHONPATH=. python benchmarks/kill_anywhere.py --points 32 --seed 0
+
+On the two-round pair of tests/kill_harness.py (``kill_config``: every stage, and the rounds
+layer, in 1 to 8 jobs), one uninterrupted reference run, then kill points drawn from the
+seed: the stages in turn (deform, stitch, invert, resample, pyramid, finalize, qc, rounds),
+each with ``n`` uniform in 1 .. that stage's jobs (SIGKILL once its ``n``-th job opened its
+log) and a delay uniform in 0 .. the mean duration of one of its jobs in the reference (so
+a point may land in the stage after). One pass over the stages is a *sequence*: from an
+empty output folder, each attempt resumes the one killed before it (``--unlock``, the output
+lock removed as its message says), then a last run goes to the end and every output is
+compared with the reference (tests/kill_harness.py: ``compare_trees``), and no temporary
+may be left. A sequence's points share its verdict.
+
+One row per kill point, printed and written to benchmarks/results/kill_anywhere.tsv:
+the point (stage#n+delay), where it landed (the rules of the jobs running at the kill;
+``ended`` if the run finished first), the jobs the next run started, and whether the
+sequence ended identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bigstream_core.phantom import write_pair  # noqa: E402
+from tests.kill_harness import (  # noqa: E402
+    KILL_PAIR,
+    STAGES,
+    KillPoint,
+    Runner,
+    kill_config,
+    stage_durations,
+    stage_jobs,
+)
+
+COLUMNS = ("sequence", "point", "landed", "jobs_run_after", "identical", "differences")
+
+
+def draw_points(count: int, seed: int, jobs: dict, durations: dict) -> list[KillPoint]:
+    """``count`` kill points, the stages in turn, ``n`` and the delay drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    stages = [stage for stage in STAGES if stage in jobs]
+    return [
+        KillPoint(stage, int(rng.integers(1, jobs[stage] + 1)),
+                  round(float(rng.uniform(0, durations.get(stage, 1.0))), 2))
+        for stage in (stages[i % len(stages)] for i in range(count))
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder (default: a temporary); its pair and reference run, if "
+                        "there (an earlier call's, or the kill test's), are used")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "kill_anywhere.tsv"
+    )
+    args = parser.parse_args()
+    base = args.work or Path(tempfile.mkdtemp(prefix="kill_anywhere_"))
+    if not (base / "pair").exists():
+        write_pair(base / "pair", KILL_PAIR, ome_zarr=False)
+    runner = Runner(base, kill_config(base / "pair"))
+    start = time.monotonic()
+    if not runner.reference.exists():  # else kept from an earlier call with this --work
+        reference = runner.make_reference()
+        if reference.returncode != 0:
+            sys.exit(reference.stderr[-3000:])
+    jobs, durations = stage_jobs(runner.reference), stage_durations(runner.reference)
+    print(f"reference: {time.monotonic() - start:.0f} s; jobs per stage {jobs}; "
+          f"mean job s {({k: round(v, 1) for k, v in durations.items()})}", flush=True)  # fmt: skip
+    points = draw_points(args.points, args.seed, jobs, durations)
+    per_sequence = len([stage for stage in STAGES if stage in jobs])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as table:
+        table.write("\t".join(COLUMNS) + "\n")
+        print("\t".join(COLUMNS), flush=True)
+        for first in range(0, len(points), per_sequence):
+            outcome = runner.sequence(points[first : first + per_sequence])
+            identical = not outcome.differences and not outcome.leftovers
+            after = [attempt.started for attempt in outcome.attempts[1:]] + [outcome.rerun]
+            found = "; ".join(map(str, outcome.differences + outcome.leftovers))[:500] or "-"
+            for attempt, started in zip(outcome.attempts, after, strict=True):
+                landed = ",".join(attempt.landed) if attempt.landed else "ended"
+                row = (first // per_sequence, attempt.point, landed, sum(started.values()),
+                       "yes" if identical else "no", found)  # fmt: skip
+                table.write("\t".join(map(str, row)) + "\n")
+                table.flush()
+                print("\t".join(map(str, row)), flush=True)
+    print(f"{len(points)} kill points in {time.monotonic() - start:.0f} s; table: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
