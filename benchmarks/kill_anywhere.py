@@ -7,16 +7,17 @@ layer, in 1 to 8 jobs), one uninterrupted reference run, then kill points drawn 
 seed: the stages in turn (deform, stitch, invert, resample, pyramid, finalize, qc, rounds),
 each with ``n`` uniform in 1 .. that stage's jobs (SIGKILL once its ``n``-th job opened its
 log) and a delay uniform in 0 .. the mean duration of one of its jobs in the reference (so
-a point may land in the stage after). One pass over the stages is a *sequence*: from an
-empty output folder, each attempt resumes the one killed before it (``--unlock``, the output
-lock removed as its message says), then a last run goes to the end and every output is
-compared with the reference (tests/kill_harness.py: ``compare_trees``), and no temporary
-may be left. A sequence's points share its verdict.
+a point may land in the stage after). ``--per-sequence`` points (default: one pass over
+the stages) make a *sequence*: from an empty output folder, each attempt resumes the one
+killed before it (``--unlock``, the output lock removed as its message says) and is killed
+at the first of the sequence's remaining points it reaches; then a last run goes to the
+end and every output is compared with the reference (tests/kill_harness.py:
+``compare_trees``), and no temporary may be left. A sequence's points share its verdict.
 
 One row per kill point, printed and written to benchmarks/results/kill_anywhere.tsv:
 the point (stage#n+delay), where it landed (the rules of the jobs running at the kill;
-``ended`` if the run finished first), the jobs the next run started, and whether the
-sequence ended identical.
+``not reached`` if the run passed it), the jobs the next run started, and whether the
+sequence ended identical (and how not).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-sequence", type=int, default=len(STAGES))
     parser.add_argument("--work", type=Path, default=None,
                         help="folder (default: a temporary); its pair and reference run, if "
                         "there (an earlier call's, or the kill test's), are used")  # fmt: skip
@@ -81,20 +83,22 @@ def main() -> None:
     print(f"reference: {time.monotonic() - start:.0f} s; jobs per stage {jobs}; "
           f"mean job s {({k: round(v, 1) for k, v in durations.items()})}", flush=True)  # fmt: skip
     points = draw_points(args.points, args.seed, jobs, durations)
-    per_sequence = len([stage for stage in STAGES if stage in jobs])
+    per_sequence = args.per_sequence
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as table:
         table.write("\t".join(COLUMNS) + "\n")
         print("\t".join(COLUMNS), flush=True)
         for first in range(0, len(points), per_sequence):
             outcome = runner.sequence(points[first : first + per_sequence])
-            identical = not outcome.differences and not outcome.leftovers
-            after = [attempt.started for attempt in outcome.attempts[1:]] + [outcome.rerun]
+            identical = "yes" if not outcome.differences and not outcome.leftovers else "no"
             found = "; ".join(map(str, outcome.differences + outcome.leftovers))[:500] or "-"
-            for attempt, started in zip(outcome.attempts, after, strict=True):
-                landed = ",".join(attempt.landed) if attempt.landed else "ended"
-                row = (first // per_sequence, attempt.point, landed, sum(started.values()),
-                       "yes" if identical else "no", found)  # fmt: skip
+            after = [attempt.started for attempt in outcome.attempts[1:]] + [outcome.rerun]
+            rows = [(attempt.point, ",".join(attempt.landed or ["ended"]), sum(next_run.values()))
+                    for attempt, next_run in zip(outcome.attempts, after, strict=True)
+                    if attempt.point is not None]  # fmt: skip
+            rows += [(point, "not reached", 0) for point in outcome.missed]
+            for point, landed, ran in rows:
+                row = (first // per_sequence, point, landed, ran, identical, found)
                 table.write("\t".join(map(str, row)) + "\n")
                 table.flush()
                 print("\t".join(map(str, row)), flush=True)

@@ -13,12 +13,14 @@ Every attempt runs in the same output folder and working directory (the referenc
 moved aside once finished), so absolute paths written into the results (provenance, the
 summary) are the same, and every file is compared byte for byte except:
 
-- ``logs/`` and ``benchmarks/`` (each job's time stamps, durations, process ids and
-  memory: they differ between any two runs);
-- the JSON fields and TSV columns of :data:`VOLATILE`, found by comparing two uninterrupted
-  runs: durations, and each Zarr store's creation token (drawn at random when the store is
-  made, so that a job can tell a store re-created under it). Every other field, every
-  array's chunks and metadata and every ``.npy`` are compared byte for byte.
+- ``logs/``, ``benchmarks/`` and every ``.log`` (each job's time stamps, durations,
+  process ids and memory: they differ between any two runs), and the rounds' or sweep's
+  summary plot (:data:`UNCOMPARED`: it draws each stage's job seconds);
+- the JSON fields and TSV columns of :data:`VOLATILE`, found by comparing uninterrupted
+  runs: durations and peak memory, and each Zarr store's creation token (drawn at random
+  when the store is made, so that a job can tell a store re-created under it). Every other
+  field, every array's chunks and metadata, every ``.npy`` and image are compared byte for
+  byte.
 """
 
 from __future__ import annotations
@@ -57,11 +59,15 @@ STAGES = {
 SKIPPED = ("logs", "benchmarks")
 """Folders of ``output_dir`` (of each set's folder too) not compared: time stamps, durations,
 process ids and memory of each job."""
-VOLATILE = ("token", "seconds", "extract_s", "match_s", "keypoints_s")
-"""JSON fields (at any depth) and TSV columns that differ between two uninterrupted runs:
+UNCOMPARED = ("rounds/summary.png", "sweep/summary.png")
+"""Files not compared: the sets' summary plot, whose right panel is the jobs' seconds."""
+VOLATILE = re.compile(r"token|seconds|.+_s|.+_peak_mb|jobs_s_total")
+"""JSON fields (at any depth) and TSV columns that differ between uninterrupted runs:
 ``token`` of the stores (aligned/store.json, transform/*_store.json and every record that
 names its store), ``seconds`` of a deform block (its JSON, deform/report.tsv), ``extract_s``,
-``match_s`` and ``keypoints_s`` of the global stage's reports."""
+``match_s`` and ``keypoints_s`` of the global stage's reports, ``<stage>_s``,
+``<stage>_peak_mb`` and ``jobs_s_total`` of the sets' summary table (every field or column
+so named in the results is a duration or a peak memory)."""
 KILL_PAIR = dataclasses.replace(preset("tiny"), fixed_shape=(24, 72, 72), moving_shape=(26, 76, 68))
 """The 'tiny' pair widened to 72 voxels in y and x: the smallest with a pyramid level above
 the high-res one (a level is added while an axis has 64 voxels or more)."""
@@ -102,12 +108,13 @@ class KillPoint:
 
 @dataclass
 class Attempt:
-    """What one killed attempt did: where the kill landed (the rules of the jobs Snakemake
+    """What one killed attempt did: the point that fired (None: the run ended first), where
+    the kill landed (the rules of the jobs Snakemake
     had marked incomplete, i.e. running; None when the run ended before the point), the
     jobs it started (rule -> count), and the modification time (ns) of every output file
     (relative path) just after the kill."""
 
-    point: KillPoint
+    point: KillPoint | None
     landed: list[str] | None
     started: Counter
     files: dict[str, int]
@@ -115,10 +122,12 @@ class Attempt:
 
 @dataclass
 class Outcome:
-    """A kill sequence's end: the attempts, the jobs the last run ran (rule -> count), the
-    differences from the reference (empty: identical), the leftovers found at the end."""
+    """A kill sequence's end: the attempts, the points never reached (the run ended first),
+    the jobs the last run ran (rule -> count), the differences from the reference (empty:
+    identical), the leftovers found at the end."""
 
     attempts: list[Attempt]
+    missed: list[KillPoint]
     rerun: Counter
     differences: list[str]
     leftovers: list[Path]
@@ -157,9 +166,11 @@ class Runner:
         for folder in (self.results, self.work):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def kill_at(self, point: KillPoint, by_a_run: bool = False, poll: float = 0.05) -> Attempt:
-        """Start the run in its own session, SIGKILL its process group at ``point``, then
-        clear both locks as a user would (:meth:`unlock`)."""
+    def kill_at(
+        self, points: list[KillPoint], by_a_run: bool = False, poll: float = 0.05
+    ) -> Attempt:
+        """Start the run in its own session, SIGKILL its process group at the first of
+        ``points`` it reaches, then clear both locks as a user would (:meth:`unlock`)."""
         started = time.time()
         log = self.base / "attempt.log"
         with open(log, "w") as output:
@@ -170,11 +181,14 @@ class Runner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        rule = STAGES[point.stage]
-        while process.poll() is None and self.started_jobs(rule, started) < point.n:
+        reached = None
+        while process.poll() is None and reached is None:
             time.sleep(poll)
-        if process.poll() is None:
-            time.sleep(point.delay)
+            reached = next((point for point in points
+                            if self.started_jobs(STAGES[point.stage], started) >= point.n),
+                           None)  # fmt: skip
+        if reached is not None and process.poll() is None:
+            time.sleep(reached.delay)
         landed = self.running_rules() if process.poll() is None else None
         try:
             os.killpg(process.pid, signal.SIGKILL)
@@ -184,7 +198,7 @@ class Runner:
         files = {name: (self.results / name).stat().st_mtime_ns
                  for name in output_files(self.results)}  # fmt: skip
         self.unlock(by_a_run)
-        return Attempt(point, landed, Counter(RULE_LINE.findall(log.read_text())), files)
+        return Attempt(reached, landed, Counter(RULE_LINE.findall(log.read_text())), files)
 
     def unlock(self, by_a_run: bool = False) -> None:
         """Snakemake's lock (``--unlock``), then the output folder's, which outlives the
@@ -237,13 +251,19 @@ class Runner:
         return Counter(RULE_LINE.findall(done.stdout + done.stderr))
 
     def sequence(self, points: list[KillPoint]) -> Outcome:
-        """From nothing: kill at each point in turn (each attempt resuming the one before),
-        then resume to the end and compare with the reference. The first kill's output lock
-        is met by a real run, the others' by the lock's code."""
+        """From nothing: kill at the first of ``points`` the run reaches, resume, kill at the
+        first of the others it reaches, and so on; then resume to the end and compare with
+        the reference. The first kill's output lock is met by a real run, the others' by
+        the lock's code."""
         self.clean()
-        attempts = [self.kill_at(point, by_a_run=i == 0) for i, point in enumerate(points)]
+        attempts, remaining = [], list(points)
+        while remaining:
+            attempts.append(self.kill_at(remaining, by_a_run=not attempts))
+            if attempts[-1].point is None:  # the run ended before any
+                break
+            remaining.remove(attempts[-1].point)
         rerun = self.resume()
-        return Outcome(attempts, rerun, compare_trees(self.reference, self.results),
+        return Outcome(attempts, remaining, rerun, compare_trees(self.reference, self.results),
                        find_leftovers(self.results))  # fmt: skip
 
 
@@ -257,7 +277,10 @@ def log_patterns(rule: str) -> list[str]:
 
 
 def rule_of(output: str, results: Path) -> str:
-    """The rule that writes ``output`` (a path under ``results``), read off its folder."""
+    """The rule that writes ``output`` (a path under ``results``), read off its folder; else
+    the path itself."""
+    if not Path(output).is_relative_to(results):
+        return output
     relative = Path(output).relative_to(results).as_posix()
     relative = re.sub(r"^rounds/[^/]+/", "", relative)
     for prefix, rule in (("deform/blocks/", "deform_block"),
@@ -266,6 +289,7 @@ def rule_of(output: str, results: Path) -> str:
                          ("aligned/blocks/", "resample_block"),
                          ("aligned/levels/", "downsample_aligned"),
                          ("aligned/complete.json", "finalize_aligned"),
+                         ("qc/", "qc_report"),
                          ("rounds/summary", "sets_summary")):  # fmt: skip
         if relative.startswith(prefix):
             return rule
@@ -286,13 +310,19 @@ def compare_trees(reference: Path, result: Path) -> list[str]:
 
 
 def output_files(folder: Path) -> set[str]:
-    """Every file under ``folder`` (relative, POSIX), less :data:`SKIPPED` folders and the
-    output folder's lock."""
+    """Every file under ``folder`` (relative, POSIX), less :data:`SKIPPED` folders, logs,
+    :data:`UNCOMPARED` and the output folder's lock."""
     files = set()
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
-        if path.is_dir() or relative.name == LOCK_NAME or set(relative.parts) & set(SKIPPED):
-            continue
+        if (
+            path.is_dir()
+            or relative.name == LOCK_NAME
+            or relative.suffix == ".log"
+            or set(relative.parts) & set(SKIPPED)
+            or relative.as_posix() in UNCOMPARED
+        ):
+            continue  # fmt: skip
         files.add(relative.as_posix())
     return files
 
@@ -303,14 +333,14 @@ def same_but_volatile(name: str, a: bytes, b: bytes) -> bool:
 
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in VOLATILE}
+            return {k: strip(v) for k, v in value.items() if not VOLATILE.fullmatch(k)}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
 
     def columns(text: bytes) -> list[list[str]]:
         rows = list(csv.reader(io.StringIO(text.decode()), delimiter="\t"))
-        kept = [i for i, column in enumerate(rows[0]) if column not in VOLATILE]
+        kept = [i for i, column in enumerate(rows[0]) if not VOLATILE.fullmatch(column)]
         return [[row[i] for i in kept] for row in rows]
 
     if name.endswith(".json"):
