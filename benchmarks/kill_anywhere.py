@@ -16,8 +16,9 @@ end and every output is compared with the reference (tests/kill_harness.py:
 
 One row per kill point, printed and written to benchmarks/results/kill_anywhere.tsv:
 the point (stage#n+delay), where it landed (the rules of the jobs running at the kill;
-``not reached`` if the run passed it), the jobs the next run started, and whether the
-sequence ended identical (and how not).
+``not reached`` if the run passed it), the temporaries the kill left (which the next run
+removes), the jobs the next run started, and whether the sequence ended identical (and how
+not).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from tests.kill_harness import (  # noqa: E402
     stage_jobs,
 )
 
-COLUMNS = ("sequence", "point", "landed", "jobs_run_after", "identical", "differences")
+COLUMNS = ("sequence", "point", "landed", "temporaries_left", "jobs_run_after", "identical",
+           "differences")  # fmt: skip
 
 
 def draw_points(count: int, seed: int, jobs: dict, durations: dict) -> list[KillPoint]:
@@ -93,12 +95,13 @@ def main() -> None:
             identical = "yes" if not outcome.differences and not outcome.leftovers else "no"
             found = "; ".join(map(str, outcome.differences + outcome.leftovers))[:500] or "-"
             after = [attempt.started for attempt in outcome.attempts[1:]] + [outcome.rerun]
-            rows = [(attempt.point, ",".join(attempt.landed or ["ended"]), sum(next_run.values()))
+            rows = [(attempt.point, ",".join(attempt.landed or ["ended"]), attempt.leftovers,
+                     sum(next_run.values()))
                     for attempt, next_run in zip(outcome.attempts, after, strict=True)
                     if attempt.point is not None]  # fmt: skip
-            rows += [(point, "not reached", 0) for point in outcome.missed]
-            for point, landed, ran in rows:
-                row = (first // per_sequence, point, landed, ran, identical, found)
+            rows += [(point, "not reached", "-", "-") for point in outcome.missed]
+            for point, landed, left, ran in rows:
+                row = (first // per_sequence, point, landed, left, ran, identical, found)
                 table.write("\t".join(map(str, row)) + "\n")
                 table.flush()
                 print("\t".join(map(str, row)), flush=True)

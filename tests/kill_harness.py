@@ -111,13 +111,14 @@ class Attempt:
     """What one killed attempt did: the point that fired (None: the run ended first), where
     the kill landed (the rules of the jobs Snakemake
     had marked incomplete, i.e. running; None when the run ended before the point), the
-    jobs it started (rule -> count), and the modification time (ns) of every output file
-    (relative path) just after the kill."""
+    jobs it started (rule -> count), the modification time (ns) of every output file
+    (relative path) just after the kill, and how many temporaries the kill left."""
 
     point: KillPoint | None
     landed: list[str] | None
     started: Counter
     files: dict[str, int]
+    leftovers: int
 
 
 @dataclass
@@ -197,8 +198,10 @@ class Runner:
         process.wait()
         files = {name: (self.results / name).stat().st_mtime_ns
                  for name in output_files(self.results)}  # fmt: skip
+        left = len(find_leftovers(self.results))
         self.unlock(by_a_run)
-        return Attempt(reached, landed, Counter(RULE_LINE.findall(log.read_text())), files)
+        started_jobs = Counter(RULE_LINE.findall(log.read_text()))
+        return Attempt(reached, landed, started_jobs, files, left)
 
     def unlock(self, by_a_run: bool = False) -> None:
         """Snakemake's lock (``--unlock``), then the output folder's, which outlives the
