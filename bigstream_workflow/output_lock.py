@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from bigstream_workflow.leftovers import remove_leftovers
+
 LOCK_NAME = ".bigstream-lock.json"
 
 
@@ -93,7 +95,9 @@ def _gone(owner: dict) -> bool:
 
 def locking_onstart(previous, output_dir: str | os.PathLike):
     """A Snakemake ``onstart`` handler that takes the lock of ``output_dir`` (stopping the
-    run with the owner's details if another run holds it), then calls ``previous``."""
+    run with the owner's details if another run holds it), removes the temporaries killed
+    jobs left there (:mod:`bigstream_workflow.leftovers`: no job of another run writes there
+    now), then calls ``previous``."""
 
     def onstart(log):
         try:
@@ -102,6 +106,12 @@ def locking_onstart(previous, output_dir: str | os.PathLike):
             from snakemake.exceptions import WorkflowError
 
             raise WorkflowError(f"bigstream-workflow: {error}") from None
+        count, size = remove_leftovers(output_dir)
+        if count:
+            from snakemake.logging import logger
+
+            logger.info(f"bigstream-workflow: removed {count} temporaries of killed jobs "
+                        f"from {output_dir} ({size} bytes)")  # fmt: skip
         previous(log)
 
     return onstart

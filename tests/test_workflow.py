@@ -6,12 +6,8 @@ import copy
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import time
 import zipfile
 from pathlib import Path
 
@@ -33,15 +29,12 @@ from bigstream_core.resample import resample, voxel_centres
 from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
 from bigstream_workflow.export_transform import export, run_files
-from bigstream_workflow.output_lock import LOCK_NAME
 from bigstream_workflow.transform_files import load_transform
 from tests.conftest import (
-    SNAKEMAKE_ENV,
     deploy,
     digest,
     pair_config,
     run_snakemake,
-    snakemake_command,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tutorial")]
@@ -509,54 +502,6 @@ def test_a_field_stored_at_every_voxel_gives_the_same_transform(finished_run, tm
     aligned = [zarr.open_array(run / "aligned.ome.zarr", path="0", mode="r")[WHOLE].astype(float)
                for run in (coarse, full)]  # fmt: skip
     assert np.abs(aligned[0] - aligned[1]).mean() < 0.01 * np.abs(aligned[1]).mean()
-
-
-def test_a_run_killed_during_deform_finishes_with_the_same_result(finished_run, tmp_path):
-    _, config, _ = finished_run
-    finished_run_results, results = Path(config["output_dir"]), tmp_path / "results"
-    # resampling 8 blocks a job, which gives the same bytes (the test above): a shorter
-    # run after the kill, whose deformation keeps one block per job
-    config = {**config, "output_dir": str(results),
-              "resample": {**config["resample"], "blocks_per_job": [2, 2, 2]}}  # fmt: skip
-    blocks = results / "deform" / "blocks"
-    targets = start_at_the_deformation(finished_run_results, results)
-    # through a lab's deployment (our Snakefile as a module), as the finished run: the
-    # deformation, its stitching and the resampling run there for real, killed and resumed
-    deployed = deploy(tmp_path)
-    command = snakemake_command(tmp_path, config, *targets, snakefile=deployed)
-    process = subprocess.Popen(command, env=SNAKEMAKE_ENV, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 500
-    while len(list(blocks.glob("*/*.json"))) < 3 and process.poll() is None:
-        assert time.monotonic() < deadline, "the deform fan-out never started"
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)  # the controller and every job, mid-flight
-    process.wait()
-    # one block per job (`auto` on the pair's few blocks): a block's folder is named as the block
-    finished = {path.stem: path.stat().st_mtime_ns for path in blocks.glob("*/*.json")}
-    total = len(list((finished_run_results / "deform" / "blocks").glob("*/*.json")))
-    assert 0 < len(finished) < total, "the kill did not land during the deform fan-out"
-    assert not (results / "aligned" / "complete.json").exists()
-    unlock = run_snakemake(tmp_path, config, "--unlock", snakefile=deployed)
-    assert unlock.returncode == 0  # the killed run's Snakemake lock
-    # the output folder's lock outlives the killed run: the next run says so, clears nothing
-    stale = run_snakemake(tmp_path, config, *targets, snakefile=deployed)
-    assert stale.returncode != 0 and f"rm {results / LOCK_NAME}" in stale.stderr, stale.stderr
-    (results / LOCK_NAME).unlink()  # as the message says, its jobs being gone
-    result = run_snakemake(tmp_path, config, *targets, snakefile=deployed)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
-    assert 0 < log.count("rule deform_block:") < total
-    kept = [tile for tile, mtime in finished.items()
-            if (blocks / tile / f"{tile}.json").stat().st_mtime_ns == mtime]  # fmt: skip
-    assert kept, "every finished block was computed again"
-    for run in (finished_run_results, results):
-        assert (run / "aligned" / "complete.json").exists()
-    for name in ("transform/field.zarr", "transform/inverse_field.zarr"):
-        assert digest(results / name) == digest(finished_run_results / name), name
-    assert digest(results / "aligned.ome.zarr", "0") == digest(
-        finished_run_results / "aligned.ome.zarr", "0"
-    )
 
 
 def test_failed_affine_with_on_failure_identity_goes_on(tiny_pair, tmp_path):
