@@ -13,6 +13,7 @@ from bigstream_workflow.config import (
     open_moving_channels,
 )
 from bigstream_core import masks
+from bigstream_core.deform import DeformParams
 from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
 from bigstream_workflow.plan import (
@@ -134,6 +135,13 @@ def plan_config():
 def image_config():
     """The part of the config that says where the images are."""
     return {role: config[role] for role in ("fixed", "moving")}
+
+
+def deform_block_config():
+    """The `deform` keys a block's registration reads (`DeformParams`): changing the others
+    (the stored field's resolution, the inverse, the batching) leaves the blocks as they are."""
+    fields = DeformParams.__dataclass_fields__
+    return {key: value for key, value in config["deform"].items() if key in fields}
 
 
 def masked(role):

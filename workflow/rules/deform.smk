@@ -21,7 +21,7 @@ rule deform_block:
         images=image_config(),
         inputs=INPUTS,
         tiles=lambda wc: BATCHES["deform"][wc.batch],
-        deform=config["deform"],
+        deform=deform_block_config(),
         version=code_version("deform_block"),
     script:
         "../scripts/deform_block.py"
