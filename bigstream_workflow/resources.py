@@ -136,8 +136,10 @@ def mask_mem_mb(block_voxels: int, sample_voxels: int, plane_voxels: int = 0,
 # The rates hold for the large batches of `blocks_per_job: auto` too, where the start-up
 # allowance no longer hides them: on the 8S pair (session 11, job seconds on a 2-core
 # workstation) resampling ran 0.85 Mvoxel/s, stitching 1.5, the deformation about 0.9 per
-# halo voxel; the rates below are 2.5x to 3.5x slower (the first ones, 1 and 0.1 Mvoxel/s,
-# asked a 210-block resample batch for less time than it takes, a deform batch for 12x more).
+# halo voxel (halo voxels estimated from the grid, not counted); the rates below are 2.5x
+# to 3.5x slower. By the same figures (computed, not run) the first rates, 1 and 0.1
+# Mvoxel/s, asked a 210-block resample batch for less time than it takes, a deform batch
+# for 12x more.
 VOXELS_PER_MINUTE = 20_000_000  # about 0.33 Mvoxel/s: key points, local tiles, resampling, fields
 DEFORM_VOXELS_PER_MINUTE = 15_000_000  # 0.25 Mvoxel/s: the deformable registration
 

@@ -70,6 +70,10 @@ def test_anisotropic_rounds_at_different_spacings_and_dtypes_register_on_ground_
     data = aligned.read(WHOLE)
     inside = (data > 0) & (ideal > 0)
     assert np.corrcoef(data[inside], ideal[inside])[0, 1] > 0.95
-    saturated = ideal == 255
-    assert saturated.sum() > 100 and np.mean(data[saturated] >= 200) > 0.95
+    # where the fixed round is far above what 8 bits hold after the gain (255 x 16 counts),
+    # the moving round is saturated: the result must read ~255 there, as cubic overshoot
+    # past 255 wrapped around would not (the reference above casts as the workflow does,
+    # so this checks against the fixed image instead)
+    saturated = fixed.read(WHOLE) > 4300
+    assert saturated.sum() > 1000 and np.mean(data[saturated] >= 200) > 0.95
     assert zarr.open_array(out / "aligned.ome.zarr", path="0", mode="r").dtype == np.uint8
