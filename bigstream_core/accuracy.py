@@ -15,7 +15,7 @@ from skimage.filters import threshold_otsu
 from bigstream_core.io import Image
 from bigstream_core.masks import sample_stride
 from bigstream_core.resample import resample_region
-from bigstream_core.tiling import tile_grid
+from bigstream_core.tiling import Tile, batch_shape, grid_counts, tile_batches, tile_grid
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -98,39 +98,155 @@ def strided_sample(image: Image, stride: int, block=NCC_BLOCK) -> np.ndarray:
                            for tile in tile_grid(image.shape, size)])  # fmt: skip
 
 
-def foreground_ncc(
-    fixed: Image, moving: Image, transform: PointMap, block=NCC_BLOCK, step: int = 2
-) -> float:
-    """Normalised cross-correlation of ``fixed`` and ``moving(transform(x))`` over the fixed
-    foreground (above the Otsu threshold of a strided sample of at most
-    :data:`~bigstream_core.masks.SAMPLE_VOXELS`), accumulated one fixed-grid block of
-    ``block`` voxels (z, y, x) at a time, so memory follows the block, not the image (the
-    transform computed every ``step``-th voxel, see
-    :func:`~bigstream_core.resample.transformed_voxels`)."""
+NCC_VOXELS_PER_JOB = 2**26
+"""Fixed low-res voxels (about 67 M) a job of the workflow's NCC covers (:func:`ncc_batches`),
+give or take a block's rounding (at most 84 M): one job on the demo and test pairs, a few
+at a 300 x 500 x 900 level, tens to a hundred or so at a terabyte's (1-8 G voxels)."""
+
+
+def ncc_batches(
+    shape: tuple[int, int, int],
+    voxels_per_job: int = NCC_VOXELS_PER_JOB,
+    max_jobs: int = 5000,
+    block=NCC_BLOCK,
+) -> dict[str, list[Tile]]:
+    """The blocks of ``block`` voxels of a level of ``shape`` (:func:`foreground_ncc`'s),
+    batched into near-cubic boxes of neighbouring blocks
+    (:func:`~bigstream_core.tiling.batch_shape`), as many as it takes for about
+    ``voxels_per_job`` voxels each, at most ``max_jobs``: batch id -> blocks."""
+    tiles = tile_grid(shape, block)
+    jobs = min(max_jobs, -(-int(np.prod(shape, dtype=np.int64)) // voxels_per_job))
+    return tile_batches(tiles, batch_shape(grid_counts(tiles), jobs))
+
+
+NCC_SUMS = ("n", "sum_a", "sum_b", "sum_aa", "sum_bb", "sum_ab")
+"""The partial sums of a foreground NCC (:func:`region_ncc_sums`), over the fixed
+foreground voxels ``a`` and the moving voxels ``b`` pulled onto them."""
+
+IDENTITY_STAGE = "none (before registration)"
+
+
+def with_identity(stages: list[tuple[str, PointMap]]) -> list[tuple[str, PointMap]]:
+    """The stages :func:`stage_accuracy` measures: before registration (the identity), then
+    ``stages`` (name, transform) in order."""
+    return [(IDENTITY_STAGE, lambda p: p), *stages]
+
+
+def foreground_level(fixed: Image) -> float:
+    """The fixed foreground's level: the Otsu threshold of a strided sample of at most
+    :data:`~bigstream_core.masks.SAMPLE_VOXELS` voxels (the one value if the sample is
+    flat), read block by block. Voxels above it are foreground."""
     sample = strided_sample(fixed, sample_stride(fixed.shape, least=4))
-    level = threshold_otsu(sample.astype(float)) if np.ptp(sample) else sample[0]
-    sums = np.zeros(6)
-    for tile in tile_grid(fixed.shape, block):
-        region = tile.slices("core")
-        a = fixed.read(region).astype(np.float64)
+    return float(threshold_otsu(sample.astype(float)) if np.ptp(sample) else sample[0])
+
+
+def region_ncc_sums(
+    fixed: Image,
+    moving: Image,
+    transforms: list[PointMap],
+    region: tuple[slice, slice, slice],
+    level: float,
+    step: int = 2,
+) -> np.ndarray:
+    """The partial sums (:data:`NCC_SUMS`, float64) of the foreground NCC over one fixed-grid
+    ``region``, one row per transform: over the fixed voxels ``a`` above ``level`` and the
+    moving image pulled through the transform onto them, ``b`` (linear interpolation, the
+    transform computed every ``step``-th voxel, see
+    :func:`~bigstream_core.resample.transformed_voxels`). The fixed region is read once; a
+    region without foreground is not resampled (its sums are 0). Summed over regions that
+    partition the image and given to :func:`ncc_from_sums`, they make
+    :func:`foreground_ncc`."""
+    sums = np.zeros((len(transforms), len(NCC_SUMS)))
+    a = fixed.read(region).astype(np.float64)
+    mask = a > level
+    if not mask.any():
+        return sums
+    a = a[mask]
+    for row, transform in enumerate(transforms):
         b = resample_region(moving, transform, region, fixed.spacing, fixed.origin, 1, step=step)
-        mask = a > level
-        a, b = a[mask], b[mask].astype(np.float64)
-        sums += (a.size, a.sum(), b.sum(), a @ a, b @ b, a @ b)
-    n, sa, sb, saa, sbb, sab = sums
+        b = b[mask].astype(np.float64)
+        sums[row] = (a.size, a.sum(), b.sum(), a @ a, b @ b, a @ b)
+    return sums
+
+
+def ncc_from_sums(sums) -> float:
+    """The NCC of the partial sums ``sums`` (:data:`NCC_SUMS`): one row, or rows of several
+    regions (summed first)."""
+    n, sa, sb, saa, sbb, sab = np.sum(np.reshape(sums, (-1, len(NCC_SUMS))), axis=0)
     covariance = sab - sa * sb / n
     return covariance / np.sqrt((saa - sa * sa / n) * (sbb - sb * sb / n))
 
 
+def foreground_ncc(
+    fixed: Image, moving: Image, transform: PointMap, block=NCC_BLOCK, step: int = 2
+) -> float:
+    """Normalised cross-correlation of ``fixed`` and ``moving(transform(x))`` over the fixed
+    foreground (above :func:`foreground_level`), accumulated one fixed-grid block of
+    ``block`` voxels (z, y, x) at a time (:func:`region_ncc_sums`), so memory follows the
+    block, not the image (the transform computed every ``step``-th voxel, see
+    :func:`~bigstream_core.resample.transformed_voxels`)."""
+    level = foreground_level(fixed)
+    sums = np.zeros(len(NCC_SUMS))
+    for tile in tile_grid(fixed.shape, block):
+        sums += region_ncc_sums(fixed, moving, [transform], tile.slices("core"), level, step)[0]
+    return ncc_from_sums(sums)
+
+
+def batch_ncc_sums(
+    fixed: Image,
+    moving: Image,
+    stages: list[tuple[str, PointMap]],
+    regions: list[tuple[slice, slice, slice]],
+    level: float,
+    step: int = 2,
+) -> dict[str, list[float]]:
+    """Per stage (name, transform) the partial sums (:data:`NCC_SUMS`) of the foreground
+    NCC over ``regions`` (fixed-grid boxes, one after the other): one job's share of
+    :func:`foreground_ncc` for every stage at once."""
+    sums = np.zeros((len(stages), len(NCC_SUMS)))
+    transforms = [transform for _, transform in stages]
+    for region in regions:
+        sums += region_ncc_sums(fixed, moving, transforms, region, level, step)
+    return {
+        name: [float(value) for value in row] for (name, _), row in zip(stages, sums, strict=True)
+    }
+
+
+def reduce_ncc_records(records: list[dict], level: float, blocks: int) -> dict[str, float]:
+    """Per stage the foreground NCC from the records of the jobs that share the low-res
+    blocks (each ``{"level", "blocks": [ids], "sums": {stage: NCC_SUMS}}``): they must all
+    have used ``level`` and the same stages, and cover ``blocks`` blocks, each once."""
+    ids = [block for record in records for block in record["blocks"]]
+    if len(ids) != blocks or len(set(ids)) != blocks:
+        raise ValueError(f"the NCC records cover {len(set(ids))} distinct of {len(ids)} "
+                         f"blocks: expected each of {blocks} once")  # fmt: skip
+    stages = list(records[0]["sums"])
+    for record in records:
+        if record["level"] != level or list(record["sums"]) != stages:
+            raise ValueError(f"an NCC record of foreground level {record['level']} and stages "
+                             f"{list(record['sums'])}: expected {level} and {stages}")  # fmt: skip
+    return {
+        stage: float(ncc_from_sums([record["sums"][stage] for record in records]))
+        for stage in stages
+    }
+
+
 def stage_accuracy(
-    stages: list[tuple[str, PointMap]], truth: PointMap, images: dict[str, dict[str, Image]]
+    stages: list[tuple[str, PointMap]],
+    truth: PointMap,
+    images: dict[str, dict[str, Image]],
+    ncc: dict[str, float] | None = None,
 ) -> dict:
     """Accuracy before registration and after each stage: TRE (µm) over the high-res
-    fixed foreground and NCC over the low-res foreground. The last stage's figures
-    are also given at the top level."""
+    fixed foreground and NCC over the low-res foreground (:func:`foreground_ncc`, or given
+    per stage name in ``ncc``, e.g. reduced from block jobs by :func:`reduce_ncc_records`).
+    The last stage's figures are also given at the top level."""
     rows = []
-    for name, transform in [("none (before registration)", lambda p: p), *stages]:
+    for name, transform in with_identity(stages):
         tre = evaluate(transform, truth, images["fixed"]["highres"], images["moving"]["highres"])
-        ncc = foreground_ncc(images["fixed"]["lowres"], images["moving"]["lowres"], transform)
-        rows.append({"transform": name, **tre, "ncc_fg": ncc})
+        if ncc is None:
+            value = foreground_ncc(images["fixed"]["lowres"], images["moving"]["lowres"], transform)
+        else:
+            value = ncc[name]
+        rows.append({"transform": name, **tre, "ncc_fg": value})
     return {**rows[-1], "stages": rows}

@@ -48,6 +48,9 @@ RULES = {
     "apply_global_affine": RuleLayout("lowres_outputs", "global", "apply_global_affine.tsv"),
     "apply_local_affines_lowres": RuleLayout("lowres_outputs", "local",
                                              "apply_local_affines_lowres.tsv"),
+    "accuracy_foreground_level": RuleLayout("qc_accuracy", None,
+                                            "accuracy_foreground_level.tsv"),
+    "accuracy_ncc_block": RuleLayout("qc_accuracy", None, "accuracy_ncc_block/{batch}.tsv"),
     "evaluate_accuracy": RuleLayout("qc_accuracy", None, "evaluate_accuracy.tsv"),
     "qc_report": RuleLayout("qc_report", None, "qc_report.tsv"),
 }  # fmt: skip

@@ -131,6 +131,26 @@ def mask_mem_mb(block_voxels: int, sample_voxels: int, plane_voxels: int = 0,
     return int((BASELINE_MB + arrays / 2**20) * attempt)
 
 
+# The accuracy's foreground NCC (bigstream_core.accuracy), one low-res block at a time: the
+# fixed block in float64 and its foreground mask, the moving block pulled onto it (as
+# resampling: coordinates, window, values); its foreground level, from a strided sample
+# (float32, float64 copy) read one block at a time (as read, float32).
+ACCURACY_BYTES_PER_BLOCK_VOXEL = RESAMPLE_BYTES_PER_VOXEL + 16
+ACCURACY_BYTES_PER_SAMPLE = 16
+
+
+def accuracy_ncc_mem_mb(block_voxels: int, attempt: int = 1) -> int:
+    """MB for the foreground NCC's partial sums over blocks of ``block_voxels`` voxels."""
+    return int((BASELINE_MB + block_voxels * ACCURACY_BYTES_PER_BLOCK_VOXEL / 2**20) * attempt)
+
+
+def accuracy_level_mem_mb(block_voxels: int, sample_voxels: int, attempt: int = 1) -> int:
+    """MB for the foreground level: a sample of ``sample_voxels`` voxels, read from blocks of
+    ``block_voxels`` voxels."""
+    arrays = block_voxels * 8 + sample_voxels * ACCURACY_BYTES_PER_SAMPLE
+    return int((BASELINE_MB + arrays / 2**20) * attempt)
+
+
 # Runtimes (minutes), generous: a fixed start-up allowance plus the voxels a job goes
 # through at a rate well below what its work measures on one core, times the retry attempt.
 # The rates hold for the large batches of `blocks_per_job: auto` too, where the start-up

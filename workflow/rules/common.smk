@@ -13,16 +13,20 @@ from bigstream_workflow.config import (
     open_moving_channels,
 )
 from bigstream_core import masks
+from bigstream_core.accuracy import ncc_batches
 from bigstream_core.deform import DeformParams
 from bigstream_core.io import pyramid_shapes
 from bigstream_core.keypoints import first_octave
 from bigstream_workflow.plan import (
+    AUTO_JOBS,
     blocks_per_job,
     pyramid_grid,
     pyramid_sources,
     stage_grids,
 )
 from bigstream_workflow.resources import (
+    accuracy_level_mem_mb as accuracy_level_job_mem_mb,
+    accuracy_ncc_mem_mb as accuracy_ncc_job_mem_mb,
     deform_mem_mb as deform_job_mem_mb,
     deform_runtime_min as deform_job_runtime_min,
     field_region_mem_mb as field_region_job_mem_mb,
@@ -76,6 +80,13 @@ BATCH_OF = {
     stage: {tile.id: batch for batch, tiles in batches.items() for tile in tiles}
     for stage, batches in BATCHES.items()
 }
+# the accuracy's foreground NCC (with a ground truth): the fixed low-res level's NCC blocks,
+# batched to a voxel budget per job (bigstream_core.accuracy.ncc_batches)
+NCC_BATCHES = (
+    ncc_batches(IMAGES["fixed"]["lowres"].shape, max_jobs=AUTO_JOBS)
+    if config.get("ground_truth")
+    else {}
+)
 OUT = config["output_dir"]
 # high-res voxels between the stored displacement field's nodes (deform.field_shrink resolved)
 FIELD_SHRINK = field_shrink(config["deform"])
@@ -274,6 +285,44 @@ def lowres_view_runtime_min(wildcards, attempt):
     quarter of resampling's rate: the local affines' blend per voxel) and its pyramid, block
     by block in one job, memory a few blocks' (dask's chunks, then the pyramid's units)."""
     return runtime_min(4 * int(np.prod(IMAGES["fixed"]["lowres"].shape)), attempt)
+
+
+def accuracy_ncc_records():
+    """The partial sums of the foreground NCC, one record per batch of low-res blocks."""
+    return [written_here("qc", "accuracy", "ncc", f"{batch}.json") for batch in NCC_BATCHES]
+
+
+def accuracy_stage_count():
+    """Transforms the accuracy measures: the identity, then each stage's."""
+    return 1 + len(final_transform_files())
+
+
+@resource_attempts
+def accuracy_level_mem_mb(wildcards, attempt):
+    """Memory of the fixed foreground's level: its sample, read one NCC block at a time."""
+    block = max(tile.halo_voxels for tiles in NCC_BATCHES.values() for tile in tiles)
+    return accuracy_level_job_mem_mb(block, masks.SAMPLE_VOXELS, attempt)
+
+
+@resource_attempts
+def accuracy_level_runtime_min(wildcards, attempt):
+    """Minutes for the fixed foreground's level: one pass over the fixed low-res level."""
+    return runtime_min(int(np.prod(IMAGES["fixed"]["lowres"].shape)), attempt)
+
+
+@resource_attempts
+def accuracy_ncc_mem_mb(wildcards, attempt):
+    """Memory of an NCC job: one low-res block at a time, with the moving block pulled on it."""
+    blocks = NCC_BATCHES[wildcards.batch]
+    return accuracy_ncc_job_mem_mb(max(tile.halo_voxels for tile in blocks), attempt)
+
+
+@resource_attempts
+def accuracy_ncc_runtime_min(wildcards, attempt):
+    """Minutes for an NCC job: its blocks' voxels pulled through each stage's transform (a
+    quarter of resampling's rate, as the previews: the local affines' blend per voxel)."""
+    voxels = sum(tile.halo_voxels for tile in NCC_BATCHES[wildcards.batch])
+    return runtime_min(4 * voxels * accuracy_stage_count(), attempt)
 
 
 def pyramid_inputs(wildcards):
