@@ -20,7 +20,7 @@ from matplotlib.image import imread
 from ome_zarr_models.v04 import Image as OmeImage
 from skimage.filters import threshold_otsu
 
-from bigstream_core.accuracy import grid_points, points_inside
+from bigstream_core.accuracy import foreground_ncc, grid_points, points_inside
 from bigstream_core.affine_field import read_field
 from bigstream_core.displacement import jacobian_determinant, open_field
 from bigstream_core.io import ImageError, open_image
@@ -29,7 +29,7 @@ from bigstream_core.resample import resample, voxel_centres
 from bigstream_core.tiling import tile_grid
 from bigstream_core.transforms import affine_map, apply_affine, chain, read_affine
 from bigstream_workflow.export_transform import export, run_files
-from bigstream_workflow.transform_files import load_transform
+from bigstream_workflow.transform_files import from_inputs, load_transform
 from tests.conftest import (
     deploy,
     digest,
@@ -204,6 +204,16 @@ def test_each_stage_brings_the_images_closer(finished_run, demo_pair):
     assert accuracy["mean_um"] == pytest.approx(error["deform"], rel=1e-6)
     ncc = [stage["ncc_fg"] for stage in accuracy["stages"]]
     assert ncc[0] < ncc[1] < ncc[2] < ncc[3]
+    # ... and its NCC, summed from the NCC jobs' partial sums (one job on this pair), is
+    # foreground_ncc over the low-res images, through the same transform files
+    assert len(list((results / "benchmarks" / "accuracy_ncc_block").glob("*.tsv"))) == 1
+    low = [open_image(demo_pair / f"{role}.n5", "lowres") for role in ("fixed", "moving")]
+    files = [str(results / name) for name in ("global/affine.txt", "local/field.json",
+                                              "transform/field.json")]  # fmt: skip
+    direct = [foreground_ncc(*low, lambda p: p)]
+    direct += [foreground_ncc(*low, from_inputs(files[:count])[0]) for count in (1, 2, 3)]
+    print("NCC per stage: run", ncc, "direct", direct)
+    assert ncc == pytest.approx(direct, rel=1e-9)
     xyz = read_affine(results / "global" / "affine_xyz.txt")
     assert np.allclose(apply_affine(xyz, points[:, ::-1])[:, ::-1], apply_affine(affine, points))
     report = json.loads((results / "global" / "report.json").read_text())
