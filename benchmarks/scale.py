@@ -14,14 +14,18 @@ of ``run.py`` (the phantom's cells have radii of 1.5-5 low-res voxels, the defau
 6-20, the size of real cells) and ``deform.mask_threshold`` (its background is 100 counts).
 Deform and resample blocks are the defaults' 256^3, batched by ``blocks_per_job: auto``.
 
-Tables (printed, and written to ``benchmarks/results/latest_scale*.md`` and ``.tsv``):
+Tables (printed, and written to ``benchmarks/results/latest_scale*.md`` and ``.tsv``; a
+size's rows replace that size's rows of an earlier run, the other sizes' are kept, so
+``--sizes 64S`` alone adds to an earlier ``--sizes S 8S``):
 
 - ``latest_scale_rules``: per rule and size: jobs, the sum of their seconds and CPU
   seconds, the longest job, the largest job's peak memory (``max_rss`` of the Snakemake
   benchmark files) and that memory relative to the smallest size (flat: near 1);
-- ``latest_scale``: per stage and size: the same sums, seconds per voxel relative to the
-  smallest size (linear time: near 1), then the run's wall time, the final TRE and NCC
-  against the known transform, and the files and bytes written per result folder.
+- ``latest_scale``: per stage and size: the same sums and seconds per voxel of the level
+  the stage works on, relative to the smallest size (linear time: near 1);
+- ``latest_scale_runs``: per size, the run's wall time and CPU time, its jobs, the TRE
+  before and after and the NCC against the known transform, the files and GB written
+  (per result folder in ``latest_scale_written.json``, which ``benchmarks/bill.py`` reads).
 
 The 64S run needs the machine to itself for about an hour and ~40 GB of disk; ``--clean``
 removes each size's pair and run once measured.
@@ -141,6 +145,28 @@ def relative(table: pd.DataFrame, key: str, column: str, name: str) -> pd.DataFr
     return table.assign(**{name: (table[column] / first).round(2)})
 
 
+def merged_runs(summaries: list[dict]) -> list[dict]:
+    """``summaries`` with the earlier runs' of other sizes (``latest_scale_written.json``),
+    smallest size first."""
+    path = RESULTS / "latest_scale_written.json"
+    sizes = {summary["size"] for summary in summaries}
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    runs = [summary for summary in earlier if summary["size"] not in sizes] + summaries
+    return sorted(runs, key=lambda summary: summary["highres_voxels"])
+
+
+def merged(name: str, table: pd.DataFrame, order: dict[str, int]) -> pd.DataFrame:
+    """``table`` with the rows of the other sizes of ``results/<name>.tsv`` (a size's rows
+    come from its last run), by size, smallest first."""
+    path = RESULTS / f"{name}.tsv"
+    if path.exists():
+        earlier = pd.read_csv(path, sep="\t")
+        earlier = earlier[~earlier["size"].isin(table["size"]) & earlier["size"].isin(order)]
+        table = pd.concat([earlier[table.columns], table])
+    rank = table["size"].map(order)
+    return table.assign(rank=rank).sort_values("rank", kind="stable").drop(columns="rank")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -150,6 +176,7 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true",
                         help="remove each size's pair and run once measured")  # fmt: skip
     args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
     stages, rules, summaries = [], [], []
     for size in args.sizes:
         stage_rows, rule_table, summary = one_size(size)
@@ -159,11 +186,14 @@ def main() -> None:
         print(json.dumps(summary, indent=1), flush=True)
         if args.clean:
             shutil.rmtree(WORK / size)
-    stage_table = relative(pd.DataFrame(stages), "stage", "ns_per_voxel", "per_voxel_vs_first")
-    rule_table = relative(pd.DataFrame(rules), "rule", "peak_mb", "peak_vs_first")
+    summaries = merged_runs(summaries)
+    order = {summary["size"]: summary["highres_voxels"] for summary in summaries}
+    stages = merged("latest_scale", pd.DataFrame(stages), order)
+    rules = merged("latest_scale_rules", pd.DataFrame(rules), order)
+    stage_table = relative(stages, "stage", "ns_per_voxel", "per_voxel_vs_first")
+    rule_table = relative(rules, "rule", "peak_mb", "peak_vs_first")
     tables = {"latest_scale": stage_table, "latest_scale_rules": rule_table,
               "latest_scale_runs": pd.DataFrame(summaries).drop(columns="written")}  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
         frame.to_csv(RESULTS / f"{name}.tsv", sep="\t", index=False)
         text = frame.to_markdown(index=False)
