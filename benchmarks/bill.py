@@ -22,10 +22,12 @@ What it rests on (each named in the output):
 
 Per rule and stage it gives the jobs, core-hours (job seconds x the rule's threads),
 the peak memory of one job (the measured one: it follows the block, not the image), and
-for clusters of N nodes x C cores the expected wall time: each stage in turn (as its
-inputs wait for the stage before), its jobs in waves of as many as fit the nodes' cores
-and memory, each wave as long as the stage's mean job, plus a fixed queue latency per
-stage (``--queue-s``, default 60 s; a busy cluster adds more). Files and bytes written are
+for clusters of N nodes x C cores the expected wall time: each rule's jobs in waves of as
+many as fit the nodes' cores and memory, each wave as long as the rule's mean job, a
+stage's rules one after the other, plus a fixed queue latency per stage (``--queue-s``,
+default 60 s; a busy cluster adds more); the high-res chain's stages in turn (global,
+local, deform, stitch, resample, pyramid), the low-res inspection images beside it after
+the affine stages, then the report. Files and bytes written are
 the measured run's per voxel, scaled to the target's voxels (logs and benchmark files per
 job). bigstream 5's deformation is set beside, from its measured 8S run
 (``BIGSTREAM_8S``), scaled per fixed voxel the same way.
@@ -64,6 +66,8 @@ RULE_BASIS = {
     "qc_report": (None, 1),
 }  # fmt: skip
 STAGE_ORDER = ("global", "local", "deform", "stitch", "resample", "pyramid", "views", "report")
+CHAIN = ("global", "local", "deform", "stitch", "resample", "pyramid")
+"""Stages whose jobs wait for the stage before (the high-res chain)."""
 RULE_STAGE = {
     "foreground_mask": "global", "detect_keypoints": "global", "match_keypoints": "global",
     "fit_global_affine": "global", "refine_global_affine": "global",
@@ -148,19 +152,21 @@ def bill(args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     per_rule = pd.DataFrame(rows)
     walls = []
     for nodes in args.nodes:
-        total = 0.0
-        for stage in STAGE_ORDER:
-            group = per_rule[per_rule["stage"] == stage]
-            if group.empty:
-                continue
-            stage_s = 0.0
-            for _, row in group.iterrows():
+        stage_s = {}
+        for stage in STAGE_ORDER:  # a stage's rules one after the other (conservative)
+            seconds = 0.0
+            for _, row in per_rule[per_rule["stage"] == stage].iterrows():
                 by_memory = int(args.node_gb * 1024 // row["peak_mb_per_job"])
                 slots_per_node = min(args.cores_per_node // row["threads"], by_memory)
                 waves = math.ceil(row["jobs"] / (nodes * slots_per_node))
-                stage_s = max(stage_s, waves * row["mean_job_min"] * 60)
-            total += stage_s + args.queue_s
+                seconds += waves * row["mean_job_min"] * 60
+            stage_s[stage] = seconds + args.queue_s * (seconds > 0)
+        # the inspection images need only the affine stages: they run beside the high-res ones
+        chain = sum(stage_s[stage] for stage in CHAIN)
+        beside = stage_s["global"] + stage_s["local"] + stage_s["views"]
+        total = max(chain, beside) + stage_s["report"]
         walls.append({"nodes": nodes, "cores": nodes * args.cores_per_node,
+                      **{f"{stage}_h": round(s / 3600, 2) for stage, s in stage_s.items()},
                       "wall_h": round(total / 3600, 2)})  # fmt: skip
     written = run["written"]
     data_scale = target / fixed_m

@@ -25,7 +25,9 @@ size's rows replace that size's rows of an earlier run, the other sizes' are kep
   the stage works on, relative to the smallest size (linear time: near 1);
 - ``latest_scale_runs``: per size, the run's wall time and CPU time, its jobs, the TRE
   before and after and the NCC against the known transform, the files and GB written
-  (per result folder in ``latest_scale_written.json``, which ``benchmarks/bill.py`` reads).
+  (per result folder in ``latest_scale_written.json``, which ``benchmarks/bill.py`` reads);
+- ``latest_scale_memory``: per tile rule and size (of the runs still on disk), the memory
+  each job declared against its measured peak (``benchmarks/memory.py``).
 
 The 64S run needs the machine to itself for about an hour and ~40 GB of disk; ``--clean``
 removes each size's pair and run once measured.
@@ -45,6 +47,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import memory_table  # noqa: E402
 from run import (  # noqa: E402
     DEFORM_UM,
     GLOBAL_AFFINE,
@@ -145,6 +148,14 @@ def relative(table: pd.DataFrame, key: str, column: str, name: str) -> pd.DataFr
     return table.assign(**{name: (table[column] / first).round(2)})
 
 
+def declared_memory(sizes: list[str]) -> pd.DataFrame:
+    """Per tile rule and size whose run is still on disk: memory declared vs measured
+    (``benchmarks/memory.py``)."""
+    tables = [memory_table(WORK / size / "scale" / "results").assign(size=size)
+              for size in sizes if (WORK / size / "scale" / "results").exists()]  # fmt: skip
+    return pd.concat(tables) if tables else pd.DataFrame()
+
+
 def merged_runs(summaries: list[dict]) -> list[dict]:
     """``summaries`` with the earlier runs' of other sizes (``latest_scale_written.json``),
     smallest size first."""
@@ -193,7 +204,8 @@ def main() -> None:
     stage_table = relative(stages, "stage", "ns_per_voxel", "per_voxel_vs_first")
     rule_table = relative(rules, "rule", "peak_mb", "peak_vs_first")
     tables = {"latest_scale": stage_table, "latest_scale_rules": rule_table,
-              "latest_scale_runs": pd.DataFrame(summaries).drop(columns="written")}  # fmt: skip
+              "latest_scale_runs": pd.DataFrame(summaries).drop(columns="written"),
+              "latest_scale_memory": declared_memory(list(order))}  # fmt: skip
     for name, frame in tables.items():
         frame.to_csv(RESULTS / f"{name}.tsv", sep="\t", index=False)
         text = frame.to_markdown(index=False)
