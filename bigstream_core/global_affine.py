@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -56,11 +57,20 @@ def image_keypoints(
     return strongest(tables)
 
 
-def strongest(tables: list[pd.DataFrame], nspots: int | None = None) -> pd.DataFrame:
-    """Tiles' key point tables merged, strongest first, at most ``nspots`` rows (all: None)."""
-    merged = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
-    merged = merged.sort_values("response", ascending=False, kind="stable")
-    return merged.head(nspots).reset_index(drop=True)
+def strongest(tables: Iterable[pd.DataFrame], nspots: int | None = None) -> pd.DataFrame:
+    """Tiles' key point tables merged, strongest first (ties in the tables' order), at most
+    ``nspots`` rows (all: None). With ``nspots`` the tables are taken one at a time, keeping
+    the strongest ``nspots`` rows so far: a generator that reads them holds ``nspots`` rows
+    and one table at a time, however many tables (however large the image), and the rows
+    kept are those one sort of all of them keeps."""
+    if nspots is None:
+        tables = list(tables)
+        tables = [pd.concat(tables, ignore_index=True)] if tables else []
+    best = pd.DataFrame(columns=COLUMNS)
+    for table in tables:
+        merged = pd.concat([best, table], ignore_index=True) if len(best) else table
+        best = merged.sort_values("response", ascending=False, kind="stable").head(nspots)
+    return best.reset_index(drop=True)
 
 
 def _check_enough(points: pd.DataFrame, role: str, minimum: int = 4) -> None:

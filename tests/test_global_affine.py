@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bigstream_core.accuracy import evaluate
 from bigstream_core.api import apply_global_affine, ransac_affine
-from bigstream_core.global_affine import GlobalAffineError
+from bigstream_core.global_affine import GlobalAffineError, strongest
 from bigstream_core.io import array_image
-from bigstream_core.keypoints import detect_blobs, log_sigmas
+from bigstream_core.keypoints import COLUMNS, detect_blobs, log_sigmas
 from bigstream_core.matching import best_unique, mutual_best
 from bigstream_core.phantom import PhantomSpec, make_pair
 from bigstream_core.transforms import affine_map
@@ -139,3 +140,25 @@ def test_bad_parameters_are_refused_with_their_values():
     with pytest.raises(ValueError, match="nspots = 0"):
         ransac_affine(fixed, moving, None, None, **{**PARAMS, "nspots": 0})
     assert len(log_sigmas(2, 20, 10)) == 10 and len(log_sigmas(2, 4, 10)) == 3
+
+
+def test_the_strongest_key_points_are_kept_one_table_at_a_time():
+    """match_keypoints reads the tiles' tables one at a time (memory: nspots rows and one
+    table, not the image's key points): the rows kept, ties included, are those of one
+    stable sort of all the tables."""
+    rng = np.random.default_rng(3)
+    tables = []
+    for tile in range(12):
+        rows = int(rng.integers(0, 40))
+        table = pd.DataFrame(rng.normal(size=(rows, len(COLUMNS))), columns=COLUMNS)
+        table["response"] = rng.integers(0, 6, rows).astype(float)  # many ties
+        table["tile"] = tile
+        tables.append(table)
+    for nspots in (1, 7, 50, 10_000):
+        one_sort = pd.concat(tables, ignore_index=True).sort_values(
+            "response", ascending=False, kind="stable"
+        )
+        expected = one_sort.head(nspots).reset_index(drop=True)
+        pd.testing.assert_frame_equal(strongest(iter(tables), nspots), expected)
+    assert len(strongest(iter([]), 5)) == 0 and list(strongest([])) == list(COLUMNS)
+    pd.testing.assert_frame_equal(strongest(tables), one_sort.reset_index(drop=True))

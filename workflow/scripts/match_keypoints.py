@@ -11,7 +11,7 @@ log = configure(snakemake)
 ga = snakemake.params.keypoints
 images = open_config_images(snakemake.params.images)
 points = {
-    role: strongest([pd.read_parquet(path) for path in snakemake.input[role]], ga["nspots"])
+    role: strongest((pd.read_parquet(path) for path in snakemake.input[role]), ga["nspots"])
     for role in ("fixed", "moving")
 }
 try:
