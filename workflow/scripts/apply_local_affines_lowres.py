@@ -6,4 +6,4 @@ from bigstream_workflow.lowres_view import write_lowres_view
 
 log = configure(snakemake)
 write_lowres_view(snakemake.params.images, list(snakemake.input), snakemake.output[0],
-                  snakemake.config, log)  # fmt: skip
+                  snakemake.config, log, snakemake.threads)  # fmt: skip
