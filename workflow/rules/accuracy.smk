@@ -61,7 +61,7 @@ rule evaluate_accuracy:
         plan=result("plan", "images.json"),
         truth=config["ground_truth"] or [],
         transforms=final_transform_files(),
-        level=written_here("qc", "accuracy", "foreground_level.json"),
+        level=written_here("qc", "accuracy", "foreground_level.json") if NCC_BATCHES else [],
         ncc=accuracy_ncc_records(),
     output:
         written_here("qc", "accuracy.json"),

@@ -21,8 +21,11 @@ images = open_config_images(snakemake.params.config)
 truth = GroundTruth.from_json(snakemake.input.truth)
 files = list(snakemake.input.transforms)
 stages = [from_inputs(files[:count])[::-1] for count in range(1, len(files) + 1)]
-records = [load(path) for path in snakemake.input.ncc]
-ncc = reduce_ncc_records(records, load(snakemake.input.level)["level"], snakemake.params.blocks)
+ncc = None  # a level of one batch: stage_accuracy sums it here (foreground_ncc)
+if snakemake.input.ncc:
+    records = [load(path) for path in snakemake.input.ncc]
+    level = load(snakemake.input.level)["level"]
+    ncc = reduce_ncc_records(records, level, snakemake.params.blocks)
 report = stage_accuracy(stages, truth, images, ncc)
 atomic.write_json(snakemake.output[0], report)
 for row in report["stages"]:
