@@ -31,7 +31,8 @@ low-res inspection images beside it after the affine stages, then the report. Fi
 bytes written are the measured run's per voxel, scaled to the target's voxels (logs and
 benchmark files per job). bigstream 5's deformation is set beside, from its measured 8S
 run (``BIGSTREAM_8S``), scaled per fixed voxel the same way. The dry run's job counts are
-kept beside its stores (``planned_jobs.json``) and reused while the config is the same.
+kept beside its stores (``planned_jobs.json``) and reused while the config is the same
+(``--replan`` after a change to the workflow's planning).
 
 Writes ``results/latest_bill.md`` (and ``.tsv``).
 """
@@ -85,8 +86,11 @@ BIGSTREAM_8S = {"wall_s": 2163.29, "cpu_s": 2879.72, "peak_mb": 4469.6,
                 "fixed_voxels": 300 * 500 * 900, "workers": 2}  # fmt: skip
 
 
-def planned_jobs(shape: tuple[int, int, int], lowres_factor: int, work: Path) -> dict[str, int]:
-    """Jobs per rule of a dry run with the defaults on a metadata-only pair of ``shape``."""
+def planned_jobs(
+    shape: tuple[int, int, int], lowres_factor: int, work: Path, replan: bool = False
+) -> dict[str, int]:
+    """Jobs per rule of a dry run with the defaults on a metadata-only pair of ``shape``
+    (the counts of an earlier dry run with the same config, unless ``replan``)."""
     folder = work.resolve() / f"bill_{'x'.join(map(str, shape))}_low{lowres_factor}"
     write_metadata_pair(folder, shape, lowres_factor)
     spacing = [1.0, 1.0, 1.0]
@@ -95,7 +99,7 @@ def planned_jobs(shape: tuple[int, int, int], lowres_factor: int, work: Path) ->
     config["output_dir"] = str(folder / "results")
     text = yaml.safe_dump(config)
     planned = folder / "planned_jobs.json"  # kept: a dry run of this size takes minutes
-    if planned.exists() and (folder / "config.yaml").read_text() == text:
+    if not replan and planned.exists() and (folder / "config.yaml").read_text() == text:
         return json.loads(planned.read_text())
     (folder / "config.yaml").write_text(text)
     command = [sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules",
@@ -117,9 +121,9 @@ def measured(size: str) -> tuple[pd.DataFrame, dict]:
     rules = pd.read_csv(RESULTS / "latest_scale_rules.tsv", sep="\t")
     rules = rules[rules["size"] == size].set_index("rule")
     runs = json.loads((RESULTS / "latest_scale_written.json").read_text())
-    run = next(summary for summary in runs if summary["size"] == size)
-    if rules.empty:
-        raise SystemExit(f"no {size} rows in {RESULTS / 'latest_scale_rules.tsv'}: run "
+    run = next((summary for summary in runs if summary["size"] == size), None)
+    if rules.empty or run is None:
+        raise SystemExit(f"no {size} run in {RESULTS / 'latest_scale_rules.tsv'}: run "
                          f"benchmarks/scale.py --sizes {size} first")  # fmt: skip
     return rules, run
 
@@ -138,7 +142,7 @@ def bill(args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         None: 1.0,
     }
     both = {"detect_keypoints", "foreground_mask"}
-    jobs = planned_jobs(tuple(args.shape), args.lowres_factor, args.work)
+    jobs = planned_jobs(tuple(args.shape), args.lowres_factor, args.work, args.replan)
     rows = []
     for rule, (basis, threads) in RULE_BASIS.items():
         if rule not in rules.index or rule not in jobs:
@@ -212,6 +216,9 @@ def main() -> None:
     parser.add_argument("--nodes", nargs="+", type=int, default=[1, 10, 100])
     parser.add_argument("--queue-s", type=float, default=60)
     parser.add_argument("--work", type=Path, default=RESULTS / "work")
+    parser.add_argument("--replan", action="store_true",
+                        help="plan again even if the config is unchanged (after a change to "
+                        "the workflow's planning or batching)")  # fmt: skip
     args = parser.parse_args()
     per_rule, walls, out = bill(args)
     per_stage = per_rule.groupby("stage", sort=False).agg(
