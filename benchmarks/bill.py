@@ -28,11 +28,12 @@ stage's rules one after the other (the two inspection images side by side), plus
 queue latency per stage (``--queue-s``, default 60 s; a busy cluster adds more); the
 high-res chain's stages in turn (global, local, deform, stitch, resample, pyramid), the
 low-res inspection images beside it after the affine stages, then the report. Files and
-bytes written are the measured run's per voxel, scaled to the target's voxels (logs and
-benchmark files per job). bigstream 5's deformation is set beside, from its measured 8S
-run (``BIGSTREAM_8S``), scaled per fixed voxel the same way. The dry run's job counts are
-kept beside its stores (``planned_jobs.json``) and reused while the config is the same
-(``--replan`` after a change to the workflow's planning).
+bytes written are the measured run's per voxel of the level their folder follows (the
+low-res one for the affine stages' key points, tiles and inspection images, the high-res
+one for the rest), logs and benchmark files per job. bigstream 5's deformation is set
+beside, from its measured 8S run (``BIGSTREAM_8S``), scaled per fixed voxel the same way.
+The dry run's job counts are kept beside its stores (``planned_jobs.json``) and reused
+while the config is the same (``--replan`` after a change to the workflow's planning).
 
 Writes ``results/latest_bill.md`` (and ``.tsv``).
 """
@@ -182,14 +183,24 @@ def bill(args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                       **{f"{stage}_h": round(s / 3600, 2) for stage, s in stage_s.items()},
                       "wall_h": round(total / 3600, 2)})  # fmt: skip
     written = run["written"]
-    data_scale = target / fixed_m
-    files = sum(n for entry, (n, _) in written.items() if entry not in ("logs", "benchmarks"))
-    per_job_files = sum(written.get(entry, (0, 0))[0] for entry in ("logs", "benchmarks"))
+    # result folders by what their files follow: the jobs (logs, benchmark files), the
+    # low-res level (the global and local stages: key points, tiles, inspection images) or
+    # the high-res one (the rest: deform blocks, field, output)
+    per_entry = {"logs": None, "benchmarks": None, "global": "lowres", "local": "lowres"}
+    files = size = 0.0
+    for entry, (count, nbytes) in written.items():
+        basis = per_entry.get(entry, "highres")
+        if basis is None:
+            files += count / run["jobs"] * sum(jobs.values())
+            continue
+        files += count * scale[basis]
+        size += nbytes * scale[basis]
     out = {
-        "files": round(files * data_scale + per_job_files / run["jobs"] * sum(jobs.values())),
-        "field_gb": round(written["transform"][1] * data_scale / 1e9, 1),
-        "output_gb": round(written["aligned.ome.zarr"][1] * data_scale / 1e9, 1),
-        "all_gb": round(sum(b for _, b in written.values()) * data_scale / 1e9, 1),
+        "files": round(files),
+        "field_gb": round(written["transform"][1] * scale["highres"] / 1e9, 1),
+        "output_gb": round(written["aligned.ome.zarr"][1] * scale["highres"] / 1e9, 1),
+        "deform_blocks_gb": round(written["deform"][1] * scale["highres"] / 1e9, 1),
+        "all_gb": round(size / 1e9, 1),
         "target_voxels_per_image": target,
         "lowres_voxels_per_image": low_target,
         "measured": f"scale.py at {args.size} ({run['started']}), "
