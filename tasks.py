@@ -3,7 +3,6 @@
 
     python3 tasks.py demo    # build the environment, write the synthetic pair, run the workflow
     python3 tasks.py test    # build the environment, lint (+ snakemake --lint), run the tests
-    python3 tasks.py env     # build the environment only
 
 The environment is a virtualenv in ``.venv`` (made and updated on demand: it is
 reinstalled whenever pyproject.toml changes). Extra arguments after ``test`` go
@@ -84,13 +83,8 @@ def test(extra: list[str]) -> None:
     run(BIN / "python", "-m", "pytest", "-n", "2", "--dist", "loadgroup", *extra)
 
 
-def environment(extra: list[str]) -> None:
-    """Build (or update) the environment only."""
-    ensure_environment()
-
-
 def main() -> None:
-    commands = {"demo": demo, "test": test, "env": environment}
+    commands = {"demo": demo, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])
