@@ -29,9 +29,8 @@ size's rows replace that size's rows of an earlier run, the other sizes' are kep
 - ``latest_scale_memory``: per tile rule and size (of the runs still on disk), the memory
   each job declared against its measured peak (``benchmarks/memory.py``).
 
-The 64S pair takes 18 min to render (2.4 GB), its run 52 min with the machine to itself
-(4.8 GB written); ``--clean``
-removes each size's pair and run once measured.
+The 64S pair takes 18 min to render (2.4 GB), its run 52 min on 2 cores (4.8 GB written);
+``--clean`` removes each size's pair and run once measured.
 """
 
 from __future__ import annotations
