@@ -24,8 +24,8 @@ Per rule and stage it gives the jobs, core-hours (job seconds x the rule's threa
 the peak memory of one job (the measured one: it follows the block, not the image), and
 for clusters of N nodes x C cores the expected wall time: each rule's jobs in waves of as
 many as fit the nodes' cores and memory, each wave as long as the rule's mean job; a
-stage's rules one after the other (the two inspection images side by side), plus a fixed
-queue latency per stage (``--queue-s``, default 60 s; a busy cluster adds more); the
+stage's rules one after the other (both inspection images' block jobs in one pool), plus a
+fixed queue latency per stage (``--queue-s``, default 60 s; a busy cluster adds more); the
 high-res chain's stages in turn (global, local, deform, stitch, resample, pyramid), the
 low-res inspection images beside it after the affine stages, then the report. Files and
 bytes written are the measured run's per voxel of the level their folder follows (the
@@ -65,7 +65,7 @@ RULE_BASIS = {
     "deform_block": ("highres", 1), "stitch_field": ("highres", 1),
     "invert_field": ("highres", 1), "resample_block": ("highres", 1),
     "downsample_aligned": ("highres", 1), "finalize_aligned": (None, 1),
-    "apply_global_affine": ("lowres", 2), "apply_local_affines_lowres": ("lowres", 2),
+    "lowres_view_block": ("lowres", 1), "finalize_lowres_view": ("lowres", 1),
     "qc_report": (None, 1),
 }  # fmt: skip
 STAGE_ORDER = ("global", "local", "deform", "stitch", "resample", "pyramid", "views", "report")
@@ -76,9 +76,14 @@ RULE_STAGE = {
     "fit_global_affine": "global", "refine_global_affine": "global",
     "fit_local_affine": "local", "deform_block": "deform", "stitch_field": "stitch",
     "invert_field": "stitch", "resample_block": "resample", "downsample_aligned": "pyramid",
-    "finalize_aligned": "pyramid", "apply_global_affine": "views",
-    "apply_local_affines_lowres": "views", "qc_report": "report",
+    "finalize_aligned": "pyramid", "lowres_view_block": "views",
+    "finalize_lowres_view": "views", "qc_report": "report",
 }  # fmt: skip
+# The 64S run (session 16) predates the views' fan-out: each view was one 2-thread job over
+# the whole level (these rules). Their CPU seconds are the resampling the block jobs now
+# share, one thread each, so a run without `lowres_view_block` rows takes them for it (the
+# finishing job's coarser levels, an eighth of the voxels, are left in the blocks' figure).
+VIEWS_BEFORE_FAN_OUT = ("apply_global_affine", "apply_local_affines_lowres")
 # bigstream 5.0.3's distributed deformation on the 8S pair (300 x 500 x 900 fixed voxels),
 # 2 dask workers, benchmarks/bigstream_side.py's settings: benchmarks/results/
 # 2026-12-02-session9.md (the only run of it at 8S that finished; session 11's did not
@@ -126,6 +131,14 @@ def measured(size: str) -> tuple[pd.DataFrame, dict]:
     if rules.empty or run is None:
         raise SystemExit(f"no {size} run in {RESULTS / 'latest_scale_rules.tsv'}: run "
                          f"benchmarks/scale.py --sizes {size} first")  # fmt: skip
+    old = rules.index.intersection(VIEWS_BEFORE_FAN_OUT)
+    if "lowres_view_block" not in rules.index and len(old):
+        views = rules.loc[old]
+        rules.loc["lowres_view_block"] = {
+            **rules.loc[old[0]], "jobs": int(views["jobs"].sum()),
+            "job_s": float(views["cpu_s"].sum()), "cpu_s": float(views["cpu_s"].sum()),
+            "max_job_s": float(views["cpu_s"].max()), "peak_mb": float(views["peak_mb"].max()),
+        }  # fmt: skip
     return rules, run
 
 
@@ -171,9 +184,8 @@ def bill(args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                 slots_per_node = min(args.cores_per_node // row["threads"], by_memory)
                 waves = math.ceil(row["jobs"] / (nodes * slots_per_node))
                 rules.append(waves * row["mean_job_min"] * 60)
-            # a stage's rules one after the other (each reads the one before), but for the
-            # two inspection images, which are independent
-            seconds = max(rules, default=0.0) if stage == "views" else sum(rules)
+            # a stage's rules one after the other (each reads the one before)
+            seconds = sum(rules)
             stage_s[stage] = seconds + args.queue_s * (seconds > 0)
         # the inspection images need only the affine stages: they run beside the high-res ones
         chain = sum(stage_s[stage] for stage in CHAIN)

@@ -15,7 +15,7 @@ from skimage.filters import threshold_otsu
 from bigstream_core.io import Image
 from bigstream_core.masks import sample_stride
 from bigstream_core.resample import resample_region
-from bigstream_core.tiling import Tile, batch_shape, grid_counts, tile_batches, tile_grid
+from bigstream_core.tiling import Tile, budget_batches, tile_grid
 
 PointMap = Callable[[np.ndarray], np.ndarray]
 
@@ -111,12 +111,9 @@ def ncc_batches(
     block=NCC_BLOCK,
 ) -> dict[str, list[Tile]]:
     """The blocks of ``block`` voxels of a level of ``shape`` (:func:`foreground_ncc`'s),
-    batched into near-cubic boxes of neighbouring blocks
-    (:func:`~bigstream_core.tiling.batch_shape`), as many as it takes for about
-    ``voxels_per_job`` voxels each, at most ``max_jobs``: batch id -> blocks."""
-    tiles = tile_grid(shape, block)
-    jobs = min(max_jobs, -(-int(np.prod(shape, dtype=np.int64)) // voxels_per_job))
-    return tile_batches(tiles, batch_shape(grid_counts(tiles), jobs))
+    batched for about ``voxels_per_job`` voxels per job, at most ``max_jobs`` jobs
+    (:func:`~bigstream_core.tiling.budget_batches`): batch id -> blocks."""
+    return budget_batches(shape, block, voxels_per_job, max_jobs)
 
 
 NCC_SUMS = ("n", "sum_a", "sum_b", "sum_aa", "sum_bb", "sum_ab")

@@ -157,6 +157,20 @@ def tile_batches(tiles: list[Tile], per_job: tuple[int, int, int]) -> dict[str, 
     return batches
 
 
+def budget_batches(
+    shape: tuple[int, int, int],
+    block: tuple[int, int, int],
+    voxels_per_job: int,
+    max_jobs: int = 5000,
+) -> dict[str, list[Tile]]:
+    """The blocks of ``block`` voxels (z, y, x) of an image of ``shape``, batched into
+    near-cubic boxes of neighbouring blocks (:func:`batch_shape`), as many as it takes for
+    about ``voxels_per_job`` voxels each, at most ``max_jobs``: batch id -> blocks."""
+    tiles = tile_grid(shape, block)
+    jobs = min(max_jobs, -(-math.prod(int(n) for n in shape) // voxels_per_job))
+    return tile_batches(tiles, batch_shape(grid_counts(tiles), jobs))
+
+
 def grid_counts(tiles: list[Tile]) -> tuple[int, int, int]:
     """Tiles along z, y, x of a grid (its largest index plus one per axis)."""
     return tuple(max(tile.index[axis] for tile in tiles) + 1 for axis in range(3))

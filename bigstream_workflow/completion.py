@@ -15,12 +15,14 @@ from pathlib import Path
 from bigstream_core.io import withdraw_ome_metadata
 
 
-def reopen_aligned(store: str, record: str, log: logging.Logger) -> None:
-    """Before writing into ``aligned.ome.zarr`` (``store``): remove its OME metadata and its
-    completion record ``record`` (``aligned/complete.json``) if they are there;
-    ``finalize_aligned`` writes both back."""
+def reopen_ome_zarr(store: str, record: str, log: logging.Logger) -> None:
+    """Before writing into an OME-Zarr ``store`` that jobs fill block by block
+    (``aligned.ome.zarr``, a low-res view): remove its OME metadata and its completion
+    record ``record`` (``aligned/complete.json``, ``<view>/moving_lowres_aligned/complete.json``)
+    if they are there; the store's closing rule (``finalize_aligned``,
+    ``finalize_lowres_view``) writes both back."""
     if withdraw_ome_metadata(store):
-        log.info("%s: OME metadata withdrawn until finalize_aligned", store)
+        log.info("%s: OME metadata withdrawn until its closing rule", store)
     Path(record).unlink(missing_ok=True)
 
 

@@ -23,7 +23,8 @@ class RuleLayout:
     ``result``, the result path prefix under ``output_dir`` they make (the unit a set may
     reuse from another set; None: the run's own QC); ``benchmark``, their Snakemake
     benchmark file under ``<output_dir>/benchmarks/``, with the rule's wildcards
-    (``{image}``: fixed or moving; ``{tile}``, ``{batch}``, ``{level}``: one per job)."""
+    (:data:`FOLDER_WILDCARDS`: ``{image}``, fixed or moving; ``{view}``, global or local;
+    ``{tile}``, ``{batch}``, ``{level}``: one per job)."""
 
     stage: str
     result: str | None
@@ -45,9 +46,10 @@ RULES = {
     "downsample_aligned": RuleLayout("pyramid", "aligned",
                                      "downsample_aligned/{level}/{batch}.tsv"),
     "finalize_aligned": RuleLayout("pyramid", "aligned", "finalize_aligned.tsv"),
-    "apply_global_affine": RuleLayout("lowres_outputs", "global", "apply_global_affine.tsv"),
-    "apply_local_affines_lowres": RuleLayout("lowres_outputs", "local",
-                                             "apply_local_affines_lowres.tsv"),
+    "lowres_view_block": RuleLayout("lowres_outputs", "{view}",
+                                    "lowres_view_block/{view}/{batch}.tsv"),
+    "finalize_lowres_view": RuleLayout("lowres_outputs", "{view}",
+                                       "finalize_lowres_view/{view}.tsv"),
     "accuracy_foreground_level": RuleLayout("qc_accuracy", None,
                                             "accuracy_foreground_level.tsv"),
     "accuracy_ncc_block": RuleLayout("qc_accuracy", None, "accuracy_ncc_block/{batch}.tsv"),
@@ -66,19 +68,35 @@ STAGE_RULES = {
 """Stage -> the rules whose jobs make it, in stage order (from :data:`RULES`)."""
 
 IMAGES = ("fixed", "moving")
+VIEWS = ("global", "local")
+"""The low-res views (bigstream_workflow.lowres_view): each in its stage's result folder."""
+FOLDER_WILDCARDS = {"image": IMAGES, "view": VIEWS}
+"""Wildcards of :data:`RULES` that pick a result folder, and their values."""
 ONE_PER_JOB = ("tile", "batch", "level")
 """Wildcards of :data:`RULES`' benchmark files that take one value per job."""
 
 
-def benchmark_glob(rule: str, image: str = "") -> str:
-    """The glob of ``rule``'s benchmark files (under ``benchmarks/``) for one image."""
-    return RULES[rule].benchmark.format(image=image, **dict.fromkeys(ONE_PER_JOB, "*"))
+def folder_values(rule: str) -> list[dict[str, str]]:
+    """The values of ``rule``'s folder wildcard (:data:`FOLDER_WILDCARDS`), one dict each
+    (``[{}]`` for a rule without one)."""
+    layout = RULES[rule]
+    for name, values in FOLDER_WILDCARDS.items():
+        if "{" + name + "}" in layout.benchmark:
+            return [{name: value} for value in values]
+    return [{}]
+
+
+def benchmark_glob(rule: str, **folder: str) -> str:
+    """The glob of ``rule``'s benchmark files (under ``benchmarks/``) for one value of its
+    folder wildcard (``image=``, ``view=``)."""
+    blank = dict.fromkeys(FOLDER_WILDCARDS, "")
+    return RULES[rule].benchmark.format(**{**blank, **folder, **dict.fromkeys(ONE_PER_JOB, "*")})
 
 
 def benchmark_file(rule: str, **wildcards: str) -> str:
     """The benchmark file of one of ``rule``'s jobs (under ``benchmarks/``); wildcards not
     given stay as Snakemake wildcards (``{tile}``)."""
-    kept = {name: "{" + name + "}" for name in ("image", *ONE_PER_JOB)}
+    kept = {name: "{" + name + "}" for name in (*FOLDER_WILDCARDS, *ONE_PER_JOB)}
     return RULES[rule].benchmark.format(**{**kept, **wildcards})
 
 
@@ -87,12 +105,11 @@ def rule_benchmarks(folder: str | Path, rule: str, reuse: dict[str, str] | None 
     for a result it reuses, in the folder of the set that computed it."""
     reuse = reuse or {}
     layout = RULES[rule]
-    images = IMAGES if "{image}" in layout.benchmark else ("",)
     files = []
-    for image in images:
-        where = layout.result and layout.result.format(image=image)
+    for values in folder_values(rule):
+        where = layout.result and layout.result.format(**values)
         root = Path(reuse.get(where, folder)) if where else Path(folder)
-        files += sorted((root / "benchmarks").glob(benchmark_glob(rule, image)))
+        files += sorted((root / "benchmarks").glob(benchmark_glob(rule, **values)))
     return files
 
 
@@ -172,7 +189,7 @@ def stage_keys(config: dict[str, Any]) -> dict[str, str]:
 def result_prefixes() -> set[str]:
     """Every result prefix of :data:`RULES` for both images."""
     return {
-        layout.result.format(image=image)
-        for layout in RULES.values() if layout.result
-        for image in IMAGES
+        layout.result.format(**values)
+        for rule, layout in RULES.items() if layout.result
+        for values in folder_values(rule)
     }  # fmt: skip

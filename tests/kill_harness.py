@@ -286,12 +286,15 @@ def rule_of(output: str, results: Path) -> str:
         return output
     relative = Path(output).relative_to(results).as_posix()
     relative = re.sub(r"^rounds/[^/]+/", "", relative)
+    relative = re.sub(r"^(global|local)/moving_lowres_aligned/", "view/", relative)
     for prefix, rule in (("deform/blocks/", "deform_block"),
                          ("transform/field_regions/", "stitch_field"),
                          ("transform/inverse_field_regions/", "invert_field"),
                          ("aligned/blocks/", "resample_block"),
                          ("aligned/levels/", "downsample_aligned"),
                          ("aligned/complete.json", "finalize_aligned"),
+                         ("view/blocks/", "lowres_view_block"),
+                         ("view/complete.json", "finalize_lowres_view"),
                          ("qc/", "qc_report"),
                          ("rounds/summary", "sets_summary")):  # fmt: skip
         if relative.startswith(prefix):

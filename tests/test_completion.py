@@ -8,7 +8,7 @@ import zarr
 
 from bigstream_core.displacement import create_store, open_field
 from bigstream_core.io import ImageError, open_image, write_ome_zarr
-from bigstream_workflow.completion import reopen_aligned, reopen_field
+from bigstream_workflow.completion import reopen_field, reopen_ome_zarr
 
 LOG = logging.getLogger("test")
 
@@ -19,8 +19,8 @@ def test_reopening_the_aligned_store_withdraws_its_ome_metadata_and_its_record(t
                    attrs={"bigstream": {"run": 1}})  # fmt: skip
     record = tmp_path / "complete.json"
     record.write_text("{}")
-    reopen_aligned(str(store), str(record), LOG)
-    reopen_aligned(str(store), str(record), LOG)  # the next job finds nothing to withdraw
+    reopen_ome_zarr(str(store), str(record), LOG)
+    reopen_ome_zarr(str(store), str(record), LOG)  # the next job finds nothing to withdraw
     assert dict(zarr.open_group(store, mode="r").attrs) == {"bigstream": {"run": 1}}
     assert not record.exists()
     with pytest.raises(ImageError, match="without OME-Zarr `multiscales`"):

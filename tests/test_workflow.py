@@ -214,6 +214,16 @@ def test_each_stage_brings_the_images_closer(finished_run, demo_pair):
     direct += [foreground_ncc(*low, from_inputs(files[:count])[0]) for count in (1, 2, 3)]
     print("NCC per stage: run", ncc, "direct", direct)
     assert ncc == pytest.approx(direct, rel=1e-9)
+    # the low-res views (one job each: this level is one batch) are the moving low-res image
+    # through the global, then the local affines, on the fixed low-res grid
+    assert not (results / "benchmarks" / "lowres_view_block").exists()
+    for view, count in (("global", 1), ("local", 2)):
+        image = open_image(results / view / "moving_lowres_aligned.ome.zarr")
+        moved = resample(
+            low[1], from_inputs(files[:count])[0], low[0].shape, low[0].spacing, low[0].origin
+        )
+        assert image.spacing == low[0].spacing
+        assert np.array_equal(image.read((slice(None),) * 3), moved.compute())
     xyz = read_affine(results / "global" / "affine_xyz.txt")
     assert np.allclose(apply_affine(xyz, points[:, ::-1])[:, ::-1], apply_affine(affine, points))
     report = json.loads((results / "global" / "report.json").read_text())

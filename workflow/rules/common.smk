@@ -41,7 +41,8 @@ from bigstream_workflow.resources import (
     settle_runtime_min as settle_job_runtime_min,
 )
 from bigstream_workflow.retries import resource_attempts
-from bigstream_workflow.layout import RULES, benchmark_file, inverse_wanted
+from bigstream_workflow.layout import RULES, VIEWS, benchmark_file, inverse_wanted
+from bigstream_workflow.lowres_view import VIEW_BLOCK, view_batches
 from bigstream_workflow.provenance import input_fingerprints, script_digest
 from bigstream_workflow.summary import run_summary
 from bigstream_core.tiling import (
@@ -90,6 +91,11 @@ NCC_BATCHES = (
     else {}
 )
 NCC_BATCHES = NCC_BATCHES if len(NCC_BATCHES) > 1 else {}
+# the low-res views' blocks, batched to a voxel budget per job likewise
+# (bigstream_workflow.lowres_view.view_batches); a level of one batch is written by
+# finalize_lowres_view alone
+VIEW_BLOCKS = view_batches(IMAGES["fixed"]["lowres"].shape, max_jobs=AUTO_JOBS)
+VIEW_BATCHES = VIEW_BLOCKS if len(VIEW_BLOCKS) > 1 else {}
 OUT = config["output_dir"]
 # high-res voxels between the stored displacement field's nodes (deform.field_shrink resolved)
 FIELD_SHRINK = field_shrink(config["deform"])
@@ -105,6 +111,7 @@ wildcard_constraints:
     tile=TILE_ID_PATTERN,
     batch=TILE_ID_PATTERN,
     level=r"[1-9]\d*",
+    view="|".join(VIEWS),
 
 
 SET = config.get("set") or {"name": None, "reuse": {}}
@@ -282,12 +289,48 @@ def resample_runtime_min(wildcards, attempt):
     return runtime_min(sum(batch_voxels("resample", wildcards)) * len(CHANNELS), attempt)
 
 
+def view_store(view):
+    """The OME-Zarr of a low-res view (``global``, ``local``) this run writes."""
+    return written_here(view, "moving_lowres_aligned.ome.zarr")
+
+
+def view_record(view, *parts):
+    """A record of a low-res view's jobs (its store's token, its blocks', its completion)."""
+    return written_here(view, "moving_lowres_aligned", *parts)
+
+
+def view_transform_files(wildcards):
+    """The transform a low-res view shows: the global affine, and for ``local`` the local
+    affines too."""
+    files = affine_transform_files()
+    return files[:1] if wildcards.view == "global" else files
+
+
+def view_block_records(wildcards):
+    """The records of a view's block jobs (none for a level of one batch)."""
+    return [view_record(wildcards.view, "blocks", f"{batch}.json") for batch in VIEW_BATCHES]
+
+
 @resource_attempts
-def lowres_view_runtime_min(wildcards, attempt):
-    """Minutes for a low-res inspection image: resampled through the affine stages (a
-    quarter of resampling's rate: the local affines' blend per voxel) and its pyramid, block
-    by block in one job, memory a few blocks' (dask's chunks, then the pyramid's units)."""
-    return runtime_min(4 * int(np.prod(IMAGES["fixed"]["lowres"].shape)), attempt)
+def view_mem_mb(wildcards, attempt):
+    """Memory of a view job: one block resampled at a time (its pyramid: a chunk at a time)."""
+    return resample_job_mem_mb(int(np.prod(VIEW_BLOCK)), attempt)
+
+
+@resource_attempts
+def view_block_runtime_min(wildcards, attempt):
+    """Minutes for a view's batch of blocks (a quarter of resampling's rate: the local
+    affines' blend per voxel)."""
+    voxels = sum(tile.halo_voxels for tile in VIEW_BATCHES[wildcards.batch])
+    return runtime_min(4 * voxels, attempt)
+
+
+@resource_attempts
+def view_finalize_runtime_min(wildcards, attempt):
+    """Minutes to finish a view: its coarser levels from level 1 (an eighth of the level's
+    voxels), or for a level of one batch the whole view."""
+    voxels = int(np.prod(IMAGES["fixed"]["lowres"].shape))
+    return runtime_min(voxels // 8 if VIEW_BATCHES else 4 * voxels, attempt)
 
 
 def accuracy_ncc_records():
@@ -471,8 +514,12 @@ def qc_view_files():
     if config["local_affine"]["enabled"]:
         lowres["local affines"] = "local"
     for index, (view, stage) in enumerate(lowres.items(), start=1):
-        store = result(stage, "moving_lowres_aligned.ome.zarr")
-        views[view] = (f"overlay_{index}_{view.replace(' ', '_')}.png", store, store, None)
+        views[view] = (
+            f"overlay_{index}_{view.replace(' ', '_')}.png",
+            result(stage, "moving_lowres_aligned.ome.zarr"),
+            result(stage, "moving_lowres_aligned", "complete.json"),
+            None,
+        )
     views["aligned (all stages)"] = (
         "overlay_3_aligned.png",
         result("aligned.ome.zarr"),
@@ -501,10 +548,10 @@ def final_results():
     """Every result of this registration that the config asks for."""
     targets = [result("plan", "images.json")]
     targets += [result("global", name) for name in ("affine.txt", "report.json")]
-    targets.append(result("global", "moving_lowres_aligned.ome.zarr"))
+    targets.append(result("global", "moving_lowres_aligned", "complete.json"))
     if config["local_affine"]["enabled"]:
         targets += [result("local", name) for name in ("report.tsv", "field.json")]
-        targets.append(result("local", "moving_lowres_aligned.ome.zarr"))
+        targets.append(result("local", "moving_lowres_aligned", "complete.json"))
     if config["deform"]["enabled"]:
         targets.append(result("deform", "report.tsv"))
         targets.append(result("transform", "field.json"))

@@ -111,26 +111,3 @@ rule refine_global_affine:
         version=code_version("refine_global_affine"),
     script:
         "../scripts/refine_global_affine.py"
-
-
-rule apply_global_affine:
-    input:
-        affine=result("global", "affine.txt"),
-    output:
-        directory(written_here("global", "moving_lowres_aligned.ome.zarr")),
-    log:
-        written_here("logs", "apply_global_affine.log"),
-    benchmark:
-        benchmark_path("apply_global_affine")
-    conda:
-        "../envs/bigstream.yaml"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=lowres_view_runtime_min,
-    params:
-        images=image_config(),
-        inputs=INPUTS,
-        version=code_version("apply_global_affine"),
-    script:
-        "../scripts/apply_global_affine.py"

@@ -60,27 +60,3 @@ rule settle_local_affines:
         version=code_version("settle_local_affines"),
     script:
         "../scripts/settle_local_affines.py"
-
-
-rule apply_local_affines_lowres:
-    input:
-        affine=result("global", "affine.txt"),
-        field=result("local", "field.json"),
-    output:
-        directory(written_here("local", "moving_lowres_aligned.ome.zarr")),
-    log:
-        written_here("logs", "apply_local_affines_lowres.log"),
-    benchmark:
-        benchmark_path("apply_local_affines_lowres")
-    conda:
-        "../envs/bigstream.yaml"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=lowres_view_runtime_min,
-    params:
-        images=image_config(),
-        inputs=INPUTS,
-        version=code_version("apply_local_affines_lowres"),
-    script:
-        "../scripts/apply_local_affines_lowres.py"

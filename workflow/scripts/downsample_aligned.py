@@ -5,13 +5,13 @@ import json
 
 from bigstream_core import atomic
 from bigstream_core.io import downsample_level
-from bigstream_workflow.completion import reopen_aligned
+from bigstream_workflow.completion import reopen_ome_zarr
 from bigstream_workflow.logs import configure
 
 log = configure(snakemake)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
-reopen_aligned(store["store"], snakemake.params.complete, log)  # a rerun: not finished now
+reopen_ome_zarr(store["store"], snakemake.params.complete, log)  # a rerun: not finished now
 level, tiles = int(snakemake.wildcards.level), snakemake.params.tiles
 for number, tile in enumerate(tiles, start=1):
     downsample_level(store["store"], level, tile.core)

@@ -5,7 +5,7 @@ import json
 
 from bigstream_core import atomic
 from bigstream_core.resample import resample_block
-from bigstream_workflow.completion import reopen_aligned
+from bigstream_workflow.completion import reopen_ome_zarr
 from bigstream_workflow.config import open_config_images, open_moving_channels
 from bigstream_workflow.logs import configure
 from bigstream_workflow.transform_files import from_inputs
@@ -15,7 +15,7 @@ fixed = open_config_images(snakemake.params.images)["fixed"]["highres"]
 channels = open_moving_channels(snakemake.params.images)
 with open(snakemake.input.store, encoding="utf-8") as handle:
     store = json.load(handle)
-reopen_aligned(store["store"], snakemake.params.complete, log)  # a rerun: not finished now
+reopen_ome_zarr(store["store"], snakemake.params.complete, log)  # a rerun: not finished now
 transform, description = from_inputs(list(snakemake.input.transforms))
 tiles = snakemake.params.tiles
 manifests = []
