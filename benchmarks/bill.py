@@ -79,11 +79,6 @@ RULE_STAGE = {
     "finalize_aligned": "pyramid", "lowres_view_block": "views",
     "finalize_lowres_view": "views", "qc_report": "report",
 }  # fmt: skip
-# The 64S run (session 16) predates the views' fan-out: each view was one 2-thread job over
-# the whole level (these rules). Their CPU seconds are the resampling the block jobs now
-# share, one thread each, so a run without `lowres_view_block` rows takes them for it (the
-# finishing job's coarser levels, an eighth of the voxels, are left in the blocks' figure).
-VIEWS_BEFORE_FAN_OUT = ("apply_global_affine", "apply_local_affines_lowres")
 # bigstream 5.0.3's distributed deformation on the 8S pair (300 x 500 x 900 fixed voxels),
 # 2 dask workers, benchmarks/bigstream_side.py's settings: benchmarks/results/
 # 2026-12-02-session9.md (the only run of it at 8S that finished; session 11's did not
@@ -131,14 +126,6 @@ def measured(size: str) -> tuple[pd.DataFrame, dict]:
     if rules.empty or run is None:
         raise SystemExit(f"no {size} run in {RESULTS / 'latest_scale_rules.tsv'}: run "
                          f"benchmarks/scale.py --sizes {size} first")  # fmt: skip
-    old = rules.index.intersection(VIEWS_BEFORE_FAN_OUT)
-    if "lowres_view_block" not in rules.index and len(old):
-        views = rules.loc[old]
-        rules.loc["lowres_view_block"] = {
-            **rules.loc[old[0]], "jobs": int(views["jobs"].sum()),
-            "job_s": float(views["cpu_s"].sum()), "cpu_s": float(views["cpu_s"].sum()),
-            "max_job_s": float(views["cpu_s"].max()), "peak_mb": float(views["peak_mb"].max()),
-        }  # fmt: skip
     return rules, run
 
 
