@@ -30,12 +30,19 @@ def keypoint_job_mem_mb(halo_voxels: int, first_octave: int = 0, attempt: int = 
     return int((BASELINE_MB + arrays / 2**20) * attempt)
 
 
+# Reading the key-point tables one at a time (pandas, pyarrow): the allocator keeps freed
+# pages, 85-90 MB for the 64S run's 12 tables per image, levelling off with their number
+# (1 table: 41 MB, 4: 75 MB; a table is one key-point tile's, capped by `blocksize: auto`).
+MATCH_TABLES_MB = 100
+
+
 def match_job_mem_mb(nspots: int, cc_radius: int, attempt: int = 1) -> int:
-    """MB for matching: int8 neighbourhoods of ``nspots`` points per image plus float32 batches."""
+    """MB for matching: the key-point tables as read, int8 neighbourhoods of ``nspots`` points
+    per image plus float32 batches."""
     width = 2 * cc_radius + 1
     vectors = 2 * nspots * width**3 / 2**20
     batches = (1000 + 6 * 512) * width**3 * 4 / 2**20  # coarse block, pair batches, extraction
-    return int((BASELINE_MB + vectors + batches) * attempt)
+    return int((BASELINE_MB + MATCH_TABLES_MB + vectors + batches) * attempt)
 
 
 LOCAL_TILE_WORKING_COPIES = 16  # keypoint arrays for two images + the warped moving tile
