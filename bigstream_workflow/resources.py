@@ -3,7 +3,8 @@
 Checked against the jobs' measured peak (Snakemake ``benchmark:`` max_rss) on
 the S and 2S benchmark pairs, 2026-11-26: key points 301-336 MB measured vs
 567 MB asked for a 168^3-voxel halo; matching 531-654 vs 741 (5000 points,
-cc_radius 12); a local tile 413-435 vs 475. Session 3 (2S pair, the 256^3 defaults):
+cc_radius 12; 841 since the tables' term, session 17); a local tile 413-435 vs 475.
+Session 3 (2S pair, the 256^3 defaults):
 a 256^3 resample block 1271 MB measured vs 1630 asked; a deform block of
 288 x 288 x 320 halo voxels 847 vs 1159; a 256^3 field region (stitching) 1069
 vs 1367.
